@@ -1,0 +1,1043 @@
+"""The exchange core: a pure, synchronous, deterministic state machine.
+
+``ExchangeCore.apply(command)`` checks one command, changes the state, and
+returns the events that say what happened. Nothing else changes the state. The
+core reads no clock (``command.ts`` is the time), draws no random numbers, does
+no I/O, and numbers orders, trades, vouchers and claims from its own counters,
+so the same commands always give byte-identical events.
+
+Checks run in stages: validation, reference and permission, risk, matching
+(see ``exchange.reasons``). Every check runs before the first change, so a
+refused command changes nothing and yields one ``Rejected`` event.
+
+Ledger rules
+------------
+* A buy reserves, when it is entered, all it could spend: ``price * qty`` for a
+  limit order; for a market order, its quantity at its protection price, the
+  worst price on the opposite side that its quantity reaches. The voucher part
+  and the cash part of that reservation follow ``exchange.vouchers``.
+* A sell reserves the provider's free capacity on the instrument.
+* A fill moves the buyer's reserved cash to the seller's free cash, the
+  buyer's reserved voucher value into a claim of the seller's on the issuer,
+  and the seller's reserved capacity to capacity sold and to the buyer's
+  holdings. What a finished or cancelled order still holds goes back free.
+* So, exactly and at every step: free and reserved cash, plus free and
+  reserved voucher value, plus open claims, equals deposits minus withdrawals;
+  and each instrument's free, reserved and sold capacity equals what providers
+  registered, with sold capacity equal to the buyers' holdings.
+
+Expiry: an order stops at the earliest of its GTD time and its voucher's
+expiry; at the delivery window's start the instrument closes and every order on
+it expires. Time advances to each command's ``ts`` before the command is
+handled, and ``AdvanceClock`` lets it advance with no other command.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from exchange import commands as cmd
+from exchange.auction import uncross_price
+from exchange.book import Order, OrderBook
+from exchange.events import (
+    AccountAdmitted,
+    AuctionUncrossed,
+    CapacityRegistered,
+    CashMoved,
+    ClaimSettled,
+    Event,
+    InstrumentListed,
+    InstrumentStatusChanged,
+    OrderAccepted,
+    OrderAmended,
+    OrderCancelled,
+    PartiesRelated,
+    ProgrammeCreated,
+    Rejected,
+    Trade,
+    VoucherIssued,
+)
+from exchange.reasons import CancelReason, Reason
+from exchange.reference import (
+    MAX_ID_LEN,
+    TRANSITIONS,
+    Account,
+    EligibilityBasis,
+    Instrument,
+    InstrumentStatus,
+    OrderType,
+    Role,
+    SelfTradePrevention,
+    Side,
+    TimeInForce,
+)
+from exchange.vouchers import BP, Programme, Voucher, VoucherClaim, calendar_year
+
+MAX_AMOUNT = 10**15  # fen: no single deposit, withdrawal, voucher or budget is larger
+NEVER = 2**63 - 1  # ns: the end of time, for orders that only expire with their instrument
+
+_BUY = Side.BUY
+_SELL = Side.SELL
+_OPEN = InstrumentStatus.OPEN
+_AUCTION = InstrumentStatus.AUCTION
+_GTC = TimeInForce.GTC
+_GTD = TimeInForce.GTD
+_IOC = TimeInForce.IOC
+_FOK = TimeInForce.FOK
+_CANCEL_RESTING = SelfTradePrevention.CANCEL_RESTING
+_CANCEL_BOTH = SelfTradePrevention.CANCEL_BOTH
+
+
+class _Refused(Exception):
+    """Raised inside a handler before any change; becomes a Rejected event."""
+
+    def __init__(self, reason: Reason) -> None:
+        self.reason = reason
+
+
+def _valid_id(value: str) -> bool:
+    return 0 < len(value) <= MAX_ID_LEN and value.isprintable() and value.strip() == value
+
+
+class ExchangeCore:
+    """All books, accounts, vouchers and contracts of one exchange."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self.instruments: dict[str, Instrument] = {}
+        self.books: dict[str, OrderBook] = {}
+        self.accounts: dict[str, Account] = {}
+        self.orders: dict[int, Order] = {}  # open orders
+        self.programmes: dict[str, Programme] = {}
+        self.vouchers: dict[int, Voucher] = {}
+        self.claims: dict[int, VoucherClaim] = {}
+        self.contracts: dict[int, Trade] = {}  # trade id -> the fill, which is the contract
+        self.deposited = 0  # deposits minus withdrawals, fen: the conserved total
+        self.next_order_id = 1
+        self.next_trade_id = 1
+        self.next_voucher_id = 1
+        self.next_claim_id = 1
+        self.next_priority = 1
+        # (time, order id): orders that expire before their instrument closes
+        self.expiries: list[tuple[int, int]] = []
+        # (delivery start, instrument id): when each instrument closes
+        self.closings: list[tuple[int, str]] = []
+        self._handlers: dict[type[Any], Callable[[Any, list[Event]], None]] = {
+            cmd.NewOrder: self._new_order,
+            cmd.CancelOrder: self._cancel_order,
+            cmd.AmendOrder: self._amend_order,
+            cmd.CancelAll: self._cancel_all,
+            cmd.ListInstrument: self._list_instrument,
+            cmd.SetInstrumentStatus: self._set_status,
+            cmd.AdmitAccount: self._admit_account,
+            cmd.RelateParties: self._relate_parties,
+            cmd.Deposit: self._deposit,
+            cmd.Withdraw: self._withdraw,
+            cmd.RegisterCapacity: self._register_capacity,
+            cmd.CreateProgramme: self._create_programme,
+            cmd.IssueVoucher: self._issue_voucher,
+            cmd.SettleClaim: self._settle_claim,
+            cmd.AdvanceClock: self._advance_clock,
+        }
+
+    # --- the one entry point ------------------------------------------------
+
+    def apply(self, command: cmd.Command) -> list[Event]:
+        """Handle one command; return what happened, in order."""
+        out: list[Event] = []
+        if command.ts > self.now:
+            self._advance(command.ts, out)
+        try:
+            self._handlers[type(command)](command, out)
+        except _Refused as refusal:
+            out.append(
+                Rejected(
+                    ts=self.now,
+                    actor=command.actor,
+                    command=type(command).__name__,
+                    reason=refusal.reason,
+                    client_order_id=getattr(command, "client_order_id", ""),
+                    order_id=getattr(command, "order_id", 0),
+                )
+            )
+        return out
+
+    # --- time ----------------------------------------------------------------
+
+    def _advance(self, ts: int, out: list[Event]) -> None:
+        self.now = ts
+        closings = self.closings
+        while closings and closings[0][0] <= ts:
+            _, instrument_id = heapq.heappop(closings)
+            inst = self.instruments[instrument_id]
+            if inst.status is not InstrumentStatus.CLOSED:
+                self._close(inst, CancelReason.EXPIRED, out)
+        expiries = self.expiries
+        while expiries and expiries[0][0] <= ts:
+            expire_at, order_id = heapq.heappop(expiries)
+            order = self.orders.get(order_id)
+            if order is not None and order.expire_at == expire_at:
+                self._cancel(order, CancelReason.EXPIRED, out)
+
+    def _advance_clock(self, c: cmd.AdvanceClock, out: list[Event]) -> None:
+        self._require_operator(c.actor)
+
+    # --- permissions -----------------------------------------------------------
+
+    def _is_operator(self, actor: str) -> bool:
+        if actor == cmd.SYSTEM:
+            return True
+        account = self.accounts.get(actor)
+        return account is not None and account.role is Role.OPERATOR
+
+    def _require_operator(self, actor: str) -> None:
+        if not self._is_operator(actor):
+            raise _Refused(Reason.NOT_PERMITTED)
+
+    def _account(self, account_id: str) -> Account:
+        account = self.accounts.get(account_id)
+        if account is None:
+            raise _Refused(Reason.UNKNOWN_ACCOUNT)
+        return account
+
+    def _instrument(self, instrument_id: str) -> Instrument:
+        inst = self.instruments.get(instrument_id)
+        if inst is None:
+            raise _Refused(Reason.UNKNOWN_INSTRUMENT)
+        return inst
+
+    # --- orders ----------------------------------------------------------------
+
+    def _new_order(self, c: cmd.NewOrder, out: list[Event]) -> None:
+        account = self.accounts.get(c.actor)
+        if account is None:
+            raise _Refused(Reason.UNKNOWN_ACCOUNT)
+        inst = self.instruments.get(c.instrument_id)
+        if inst is None:
+            raise _Refused(Reason.UNKNOWN_INSTRUMENT)
+        spec = inst.spec
+        side = c.side
+        tif = c.tif
+        qty = c.qty
+        # 1. Validation
+        if qty <= 0 or qty > spec.max_qty:
+            raise _Refused(Reason.INVALID_QUANTITY)
+        if qty % spec.lot:
+            raise _Refused(Reason.OFF_LOT)
+        market = c.order_type is OrderType.MARKET
+        if market:
+            if c.price:
+                raise _Refused(Reason.INVALID_PRICE)
+            if tif is not _IOC and tif is not _FOK:
+                raise _Refused(Reason.INVALID_TIME_IN_FORCE)
+            if c.post_only:
+                raise _Refused(Reason.INVALID_FLAGS)
+        else:
+            price = c.price
+            if price <= 0 or price > spec.max_price:
+                raise _Refused(Reason.INVALID_PRICE)
+            if price % spec.tick:
+                raise _Refused(Reason.OFF_TICK)
+            if c.post_only and (tif is _IOC or tif is _FOK or c.min_qty):
+                raise _Refused(Reason.INVALID_FLAGS)
+        if tif is _GTD:
+            if c.expire_at <= self.now:
+                raise _Refused(Reason.INVALID_EXPIRY)
+        elif c.expire_at:
+            raise _Refused(Reason.INVALID_EXPIRY)
+        min_qty = c.min_qty
+        if min_qty and (min_qty < 0 or min_qty > qty or min_qty % spec.lot):
+            raise _Refused(Reason.INVALID_MIN_QTY)
+        if c.voucher_id and side is _SELL:
+            raise _Refused(Reason.INVALID_FLAGS)
+        coid = c.client_order_id
+        if not _valid_id(coid):
+            raise _Refused(Reason.INVALID_ID)
+        # 2. Reference and permission
+        if account.role is not (Role.STARTUP if side is _BUY else Role.PROVIDER):
+            raise _Refused(Reason.NOT_PERMITTED)
+        if coid in account.client_order_ids:
+            raise _Refused(Reason.DUPLICATE_CLIENT_ORDER_ID)
+        status = inst.status
+        if status is not _OPEN:
+            if status is _AUCTION:
+                if market or tif is _IOC or tif is _FOK or min_qty:
+                    raise _Refused(Reason.NOT_ALLOWED_IN_AUCTION)
+            elif status is InstrumentStatus.HALTED:
+                raise _Refused(Reason.MARKET_HALTED)
+            else:
+                raise _Refused(Reason.MARKET_NOT_OPEN)
+        book = self.books[c.instrument_id]
+        # 4. Matching checks that need no change (risk needs the market price)
+        if market:
+            price = self._protection_price(book, side, qty)
+            if not price:
+                raise _Refused(Reason.NO_LIQUIDITY)
+        elif c.post_only and status is _OPEN:
+            if side is _BUY:
+                if book.best_ask and price >= book.best_ask:
+                    raise _Refused(Reason.POST_ONLY_WOULD_CROSS)
+            elif book.best_bid and price <= book.best_bid:
+                raise _Refused(Reason.POST_ONLY_WOULD_CROSS)
+        # 3. Risk
+        expire_at = c.expire_at if tif is _GTD else NEVER
+        rate = 0
+        voucher_cap = 0
+        voucher = None
+        if side is _BUY:
+            notional = price * qty
+            if c.voucher_id:
+                voucher, rate = self._voucher_for(c.voucher_id, c.actor, inst)
+                voucher_cap = min(voucher.balance, rate * notional // BP)
+                if voucher.expires_at < expire_at:
+                    expire_at = voucher.expires_at
+            cash_needed = notional - voucher_cap
+            if account.cash < cash_needed:
+                raise _Refused(Reason.INSUFFICIENT_FUNDS)
+        else:
+            cash_needed = 0
+            free = account.capacity.get(c.instrument_id, 0)
+            if free < qty:
+                raise _Refused(Reason.INSUFFICIENT_CAPACITY)
+        # Accepted: from here on the state changes.
+        order_id = self.next_order_id
+        self.next_order_id = order_id + 1
+        if expire_at >= spec.delivery_start:
+            expire_at = NEVER  # closes with its instrument
+        order = Order(
+            order_id=order_id,
+            account=c.actor,
+            client_order_id=coid,
+            instrument_id=c.instrument_id,
+            side=side,
+            price=price,
+            qty=qty,
+            leaves=qty,
+            tif=tif,
+            expire_at=expire_at,
+            post_only=c.post_only,
+            min_qty=min_qty,
+            stp=c.stp,
+            voucher_id=c.voucher_id,
+            rate_bp=rate,
+            cash_reserved=cash_needed,
+            voucher_reserved=voucher_cap,
+            voucher_cap=voucher_cap,
+            entered_at=self.now,
+        )
+        if side is _BUY:
+            account.cash -= cash_needed
+            account.cash_reserved += cash_needed
+            if voucher is not None:
+                voucher.balance -= voucher_cap
+                voucher.reserved += voucher_cap
+        else:
+            account.capacity[c.instrument_id] -= qty
+            reserved = account.capacity_reserved
+            reserved[c.instrument_id] = reserved.get(c.instrument_id, 0) + qty
+        account.client_order_ids[coid] = order_id
+        out.append(
+            OrderAccepted(
+                ts=self.now,
+                order_id=order_id,
+                account=c.actor,
+                client_order_id=coid,
+                instrument_id=c.instrument_id,
+                side=side,
+                order_type=c.order_type,
+                tif=tif,
+                price=price,
+                qty=qty,
+                expire_at=expire_at,
+                post_only=c.post_only,
+                min_qty=min_qty,
+                voucher_id=c.voucher_id,
+                cash_reserved=cash_needed,
+                voucher_reserved=voucher_cap,
+            )
+        )
+        if status is _OPEN:
+            need = qty if tif is _FOK else min_qty
+            if need and self._fillable(book, order, need) < need:
+                reason = CancelReason.FOK_UNFILLED if tif is _FOK else CancelReason.MIN_QTY_UNMET
+                self._finish(order, reason, out)
+                return
+            self._match(inst, book, order, out)
+        self._rest_or_finish(book, order, out)
+
+    def _voucher_for(self, voucher_id: int, holder: str, inst: Instrument) -> tuple[Voucher, int]:
+        """The voucher a buy names and its rate on this instrument, or a refusal."""
+        voucher = self.vouchers.get(voucher_id)
+        if voucher is None:
+            raise _Refused(Reason.UNKNOWN_VOUCHER)
+        if voucher.holder != holder:
+            raise _Refused(Reason.NOT_YOUR_VOUCHER)
+        if self.now >= voucher.expires_at:
+            raise _Refused(Reason.VOUCHER_EXPIRED)
+        programme = self.programmes[voucher.programme_id]
+        spec = inst.spec
+        rate = programme.rate(spec.tier, spec.domestic)
+        if not rate or not programme.covers_hub(spec.hub):
+            raise _Refused(Reason.VOUCHER_INELIGIBLE)
+        return voucher, rate
+
+    def _protection_price(self, book: OrderBook, side: Side, qty: int) -> int:
+        """The worst opposite price a market order of ``qty`` reaches; 0 if none."""
+        opposite = _SELL if side is _BUY else _BUY
+        levels = book.asks if side is _BUY else book.bids
+        price = 0
+        for price in book.level_prices(opposite):
+            qty -= levels[price].total
+            if qty <= 0:
+                break
+        return price
+
+    def _conflict(self, incoming: Order, resting: Order, related: set[str]) -> bool:
+        """Self-trade, or a voucher paying a related party (see exchange.book)."""
+        return resting.account == incoming.account or bool(
+            related and resting.account in related and (incoming.voucher_id or resting.voucher_id)
+        )
+
+    def _fillable(self, book: OrderBook, order: Order, need: int) -> int:
+        """GPU-hours ``order`` could fill at once, counting up to ``need``; no changes."""
+        buying = order.side is _BUY
+        opposite = _SELL if buying else _BUY
+        levels = book.asks if buying else book.bids
+        related = self.accounts[order.account].related
+        limit = order.price
+        got = 0
+        for price in book.level_prices(opposite):
+            if (price > limit) if buying else (price < limit):
+                break
+            for resting in levels[price].live_orders():
+                if self._conflict(order, resting, related):
+                    if order.stp is _CANCEL_RESTING:
+                        continue
+                    return got
+                got += resting.leaves
+                if got >= need:
+                    return got
+        return got
+
+    def _match(self, inst: Instrument, book: OrderBook, order: Order, out: list[Event]) -> None:
+        """Trade an incoming order against the book while prices cross."""
+        buying = order.side is _BUY
+        levels = book.asks if buying else book.bids
+        opposite = _SELL if buying else _BUY
+        related = self.accounts[order.account].related
+        limit = order.price
+        while order.leaves:
+            best = book.best_ask if buying else book.best_bid
+            if not best or ((best > limit) if buying else (best < limit)):
+                return
+            level = levels[best]
+            while order.leaves and level.count:
+                resting = level.front()
+                if resting.account == order.account or (
+                    related and self._conflict(order, resting, related)
+                ):
+                    if order.stp is not SelfTradePrevention.CANCEL_AGGRESSOR:
+                        self._cancel(resting, CancelReason.SELF_TRADE, out)
+                    if order.stp is not _CANCEL_RESTING:
+                        self._finish(order, CancelReason.SELF_TRADE, out)
+                        return
+                    continue
+                qty = resting.leaves if resting.leaves < order.leaves else order.leaves
+                if buying:
+                    self._fill(inst, order, resting, best, qty, _BUY, out)
+                else:
+                    self._fill(inst, resting, order, best, qty, _SELL, out)
+                level.total -= qty
+                if not resting.leaves:
+                    resting.live = False
+                    level.queue.popleft()
+                    level.count -= 1
+                    del self.orders[resting.order_id]
+                    if buying:
+                        self._release(resting)
+            if not level.count and levels.get(best) is level:  # a cancel may have dropped it
+                book.drop_level(opposite, best)
+
+    def _fill(
+        self,
+        inst: Instrument,
+        buy: Order,
+        sell: Order,
+        price: int,
+        qty: int,
+        aggressor: Side | None,
+        out: list[Event],
+    ) -> None:
+        """Settle one fill: the contract, the cash, the voucher claim, the capacity."""
+        value = price * qty
+        buy.leaves -= qty
+        sell.leaves -= qty
+        buyer = self.accounts[buy.account]
+        seller = self.accounts[sell.account]
+        instrument_id = sell.instrument_id
+        trade_id = self.next_trade_id
+        self.next_trade_id = trade_id + 1
+        voucher_part = 0
+        claim_id = 0
+        if buy.voucher_id:
+            seg_value = buy.seg_value + value
+            used = buy.rate_bp * seg_value // BP
+            if used > buy.voucher_cap:
+                used = buy.voucher_cap
+            voucher_part = used - buy.seg_voucher
+            buy.seg_value = seg_value
+            buy.seg_voucher = used
+            if voucher_part:
+                buy.voucher_reserved -= voucher_part
+                voucher = self.vouchers[buy.voucher_id]
+                voucher.reserved -= voucher_part
+                voucher.spent += voucher_part
+                claim_id = self.next_claim_id
+                self.next_claim_id = claim_id + 1
+                self.claims[claim_id] = VoucherClaim(
+                    claim_id=claim_id,
+                    contract_id=trade_id,
+                    voucher_id=voucher.voucher_id,
+                    programme_id=voucher.programme_id,
+                    issuer=voucher.issuer,
+                    provider=sell.account,
+                    amount=voucher_part,
+                    created_at=self.now,
+                )
+        cash = value - voucher_part
+        buy.cash_reserved -= cash
+        buyer.cash_reserved -= cash
+        seller.cash += cash
+        seller.capacity_reserved[instrument_id] -= qty
+        sold = seller.capacity_sold
+        sold[instrument_id] = sold.get(instrument_id, 0) + qty
+        holdings = buyer.holdings
+        holdings[instrument_id] = holdings.get(instrument_id, 0) + qty
+        inst.last_price = price
+        inst.volume += qty
+        inst.turnover += value
+        inst.trades += 1
+        trade = Trade(
+            ts=self.now,
+            trade_id=trade_id,
+            instrument_id=instrument_id,
+            price=price,
+            qty=qty,
+            aggressor=aggressor,
+            buy_order_id=buy.order_id,
+            sell_order_id=sell.order_id,
+            buyer=buy.account,
+            seller=sell.account,
+            buy_leaves=buy.leaves,
+            sell_leaves=sell.leaves,
+            cash=cash,
+            voucher=voucher_part,
+            voucher_id=buy.voucher_id,
+            claim_id=claim_id,
+        )
+        self.contracts[trade_id] = trade
+        out.append(trade)
+
+    def _release(self, order: Order) -> None:
+        """Free what an order still holds once it has stopped working."""
+        account = self.accounts[order.account]
+        if order.side is _BUY:
+            if order.cash_reserved:
+                account.cash_reserved -= order.cash_reserved
+                account.cash += order.cash_reserved
+                order.cash_reserved = 0
+            if order.voucher_reserved:
+                voucher = self.vouchers[order.voucher_id]
+                voucher.reserved -= order.voucher_reserved
+                voucher.balance += order.voucher_reserved
+                order.voucher_reserved = 0
+        elif order.leaves:
+            instrument_id = order.instrument_id
+            account.capacity_reserved[instrument_id] -= order.leaves
+            account.capacity[instrument_id] += order.leaves
+
+    def _rest_or_finish(self, book: OrderBook, order: Order, out: list[Event]) -> None:
+        """After matching: rest what is left, or end the order."""
+        if not order.leaves:
+            if order.side is _BUY:
+                self._release(order)
+            return
+        if order.tif is _IOC or order.tif is _FOK:
+            self._finish(order, CancelReason.IOC_REMAINDER, out)
+            return
+        order.priority = self.next_priority
+        self.next_priority += 1
+        book.add(order)
+        self.orders[order.order_id] = order
+        if order.expire_at != NEVER:
+            heapq.heappush(self.expiries, (order.expire_at, order.order_id))
+
+    def _finish(self, order: Order, reason: CancelReason, out: list[Event]) -> None:
+        """End an incoming order that never rested."""
+        self._release(order)
+        out.append(self._cancelled(order, reason, rested=False))
+        order.leaves = 0
+
+    def _cancel(self, order: Order, reason: CancelReason, out: list[Event]) -> None:
+        """Take a resting order off its book and free what it holds."""
+        self.books[order.instrument_id].remove(order)
+        del self.orders[order.order_id]
+        self._release(order)
+        out.append(self._cancelled(order, reason, rested=True))
+        order.leaves = 0
+
+    def _cancelled(self, order: Order, reason: CancelReason, rested: bool) -> OrderCancelled:
+        return OrderCancelled(
+            ts=self.now,
+            order_id=order.order_id,
+            account=order.account,
+            client_order_id=order.client_order_id,
+            instrument_id=order.instrument_id,
+            side=order.side,
+            price=order.price,
+            leaves=order.leaves,
+            reason=reason,
+            rested=rested,
+        )
+
+    def _find_order(self, actor: str, order_id: int, client_order_id: str) -> Order:
+        """The open order a cancel or amend names, by id or by the actor's client id."""
+        if order_id:
+            order = self.orders.get(order_id)
+        else:
+            account = self.accounts.get(actor)
+            known = account.client_order_ids.get(client_order_id) if account else None
+            order = self.orders.get(known) if known else None
+        if order is None:
+            raise _Refused(Reason.UNKNOWN_ORDER)
+        return order
+
+    def _cancel_order(self, c: cmd.CancelOrder, out: list[Event]) -> None:
+        order = self._find_order(c.actor, c.order_id, c.client_order_id)
+        if order.account == c.actor:
+            reason = CancelReason.REQUESTED
+        elif self._is_operator(c.actor):
+            reason = CancelReason.OPERATOR
+        else:
+            raise _Refused(Reason.NOT_YOUR_ORDER)
+        self._cancel(order, reason, out)
+
+    def _cancel_all(self, c: cmd.CancelAll, out: list[Event]) -> None:
+        if c.instrument_id:
+            self._instrument(c.instrument_id)
+        if c.instrument_id and self._is_operator(c.actor):
+            # An operator's cancel-all on an instrument clears everyone's orders there.
+            targets = [o for o in self.orders.values() if o.instrument_id == c.instrument_id]
+            reason = CancelReason.OPERATOR
+        elif c.actor in self.accounts:
+            targets = [
+                o
+                for o in self.orders.values()
+                if o.account == c.actor
+                and (not c.instrument_id or o.instrument_id == c.instrument_id)
+            ]
+            reason = CancelReason.MASS_CANCEL
+        else:
+            raise _Refused(Reason.NOT_PERMITTED)
+        for order in sorted(targets, key=lambda o: o.order_id):
+            self._cancel(order, reason, out)
+
+    def _amend_order(self, c: cmd.AmendOrder, out: list[Event]) -> None:
+        order = self._find_order(c.actor, c.order_id, c.client_order_id)
+        if order.account != c.actor:
+            raise _Refused(Reason.NOT_YOUR_ORDER)
+        inst = self.instruments[order.instrument_id]
+        spec = inst.spec
+        filled = order.qty - order.leaves
+        qty = order.qty if c.qty is None else c.qty
+        price = order.price if c.price is None else c.price
+        if qty <= filled or qty > spec.max_qty:
+            raise _Refused(Reason.INVALID_QUANTITY)
+        if qty % spec.lot:
+            raise _Refused(Reason.OFF_LOT)
+        if price <= 0 or price > spec.max_price:
+            raise _Refused(Reason.INVALID_PRICE)
+        if price % spec.tick:
+            raise _Refused(Reason.OFF_TICK)
+        if inst.status is InstrumentStatus.HALTED:
+            raise _Refused(Reason.MARKET_HALTED)
+        book = self.books[order.instrument_id]
+        leaves = qty - filled
+        requeue = price != order.price or leaves > order.leaves
+        buying = order.side is _BUY
+        if order.post_only and requeue and inst.status is _OPEN:
+            best = book.best_ask if buying else book.best_bid
+            if best and ((price >= best) if buying else (price <= best)):
+                raise _Refused(Reason.POST_ONLY_WOULD_CROSS)
+        account = self.accounts[order.account]
+        if buying:
+            notional = price * leaves
+            cap = 0
+            if order.voucher_id:
+                voucher = self.vouchers[order.voucher_id]
+                free_voucher = voucher.balance + order.voucher_reserved
+                cap = min(free_voucher, order.rate_bp * notional // BP)
+            cash_needed = notional - cap
+            if account.cash + order.cash_reserved < cash_needed:
+                raise _Refused(Reason.INSUFFICIENT_FUNDS)
+            # Swap the old reservation for the new one.
+            account.cash += order.cash_reserved - cash_needed
+            account.cash_reserved += cash_needed - order.cash_reserved
+            if order.voucher_id:
+                voucher.balance += order.voucher_reserved - cap
+                voucher.reserved += cap - order.voucher_reserved
+            order.cash_reserved = cash_needed
+            order.voucher_reserved = order.voucher_cap = cap
+            order.seg_value = order.seg_voucher = 0
+        else:
+            extra = leaves - order.leaves
+            if extra > account.capacity.get(order.instrument_id, 0):
+                raise _Refused(Reason.INSUFFICIENT_CAPACITY)
+            account.capacity[order.instrument_id] -= extra
+            account.capacity_reserved[order.instrument_id] += extra
+        if requeue:
+            book.remove(order)
+            del self.orders[order.order_id]
+            # A new arrival: a fresh record, so the stale queue entry stays dead.
+            order = msgspec.structs.replace(order, price=price, qty=qty, leaves=leaves, live=True)
+        else:
+            book.level(order.side, price).total -= order.leaves - leaves
+            order.qty = qty
+            order.leaves = leaves
+        out.append(
+            OrderAmended(
+                ts=self.now,
+                order_id=order.order_id,
+                account=order.account,
+                client_order_id=order.client_order_id,
+                instrument_id=order.instrument_id,
+                side=order.side,
+                price=price,
+                qty=qty,
+                leaves=leaves,
+                requeued=requeue,
+                cash_reserved=order.cash_reserved,
+                voucher_reserved=order.voucher_reserved,
+            )
+        )
+        if requeue:
+            if inst.status is _OPEN:
+                self._match(inst, book, order, out)
+            self._rest_or_finish(book, order, out)
+
+    # --- instruments -----------------------------------------------------------
+
+    def _list_instrument(self, c: cmd.ListInstrument, out: list[Event]) -> None:
+        self._require_operator(c.actor)
+        spec = c.spec
+        if not _valid_id(spec.instrument_id) or not spec.gpu_model or not spec.hub:
+            raise _Refused(Reason.INVALID_ID)
+        if spec.instrument_id in self.instruments:
+            raise _Refused(Reason.DUPLICATE_ID)
+        if (
+            spec.tick <= 0
+            or spec.lot <= 0
+            or spec.max_price < spec.tick
+            or spec.max_price > MAX_AMOUNT
+            or spec.max_qty < spec.lot
+            or spec.max_qty > MAX_AMOUNT
+            or spec.reference_price < 0
+            or spec.reference_price % spec.tick
+            or spec.delivery_start <= self.now
+            or spec.delivery_end <= spec.delivery_start
+        ):
+            raise _Refused(Reason.INVALID_INSTRUMENT)
+        self.instruments[spec.instrument_id] = Instrument(spec=spec)
+        self.books[spec.instrument_id] = OrderBook()
+        heapq.heappush(self.closings, (spec.delivery_start, spec.instrument_id))
+        out.append(InstrumentListed(ts=self.now, spec=spec))
+
+    def _set_status(self, c: cmd.SetInstrumentStatus, out: list[Event]) -> None:
+        self._require_operator(c.actor)
+        inst = self._instrument(c.instrument_id)
+        previous = inst.status
+        if c.status not in TRANSITIONS[previous]:
+            raise _Refused(Reason.INVALID_TRANSITION)
+        if c.status is InstrumentStatus.CLOSED:
+            self._close(inst, CancelReason.MARKET_CLOSED, out)
+            return
+        inst.status = c.status
+        out.append(
+            InstrumentStatusChanged(
+                ts=self.now, instrument_id=c.instrument_id, status=c.status, previous=previous
+            )
+        )
+        if previous is _AUCTION and c.status is _OPEN:
+            self._uncross(inst, out)
+
+    def _close(self, inst: Instrument, reason: CancelReason, out: list[Event]) -> None:
+        previous = inst.status
+        inst.status = InstrumentStatus.CLOSED
+        instrument_id = inst.spec.instrument_id
+        out.append(
+            InstrumentStatusChanged(
+                ts=self.now,
+                instrument_id=instrument_id,
+                status=InstrumentStatus.CLOSED,
+                previous=previous,
+            )
+        )
+        book = self.books[instrument_id]
+        for side in (_BUY, _SELL):
+            for order in list(book.orders(side)):
+                self._cancel(order, reason, out)
+
+    def _uncross(self, inst: Instrument, out: list[Event]) -> None:
+        """Trade everything crossed at the single uncrossing price (exchange.auction)."""
+        instrument_id = inst.spec.instrument_id
+        book = self.books[instrument_id]
+        price, _ = uncross_price(book, inst.last_price or inst.spec.reference_price)
+        volume = 0
+        while book.crossed():
+            bid_level = book.bids[book.best_bid]
+            ask_level = book.asks[book.best_ask]
+            buy = bid_level.front()
+            sell = ask_level.front()
+            related = self.accounts[buy.account].related
+            if buy.account == sell.account or self._conflict(buy, sell, related):
+                # The later arrival gives way.
+                later = buy if buy.priority > sell.priority else sell
+                self._cancel(later, CancelReason.SELF_TRADE, out)
+                continue
+            qty = buy.leaves if buy.leaves < sell.leaves else sell.leaves
+            at = min(max(price, sell.price), buy.price)
+            self._fill(inst, buy, sell, at, qty, None, out)
+            volume += qty
+            bid_level.total -= qty
+            ask_level.total -= qty
+            for order, level in ((buy, bid_level), (sell, ask_level)):
+                if not order.leaves:
+                    order.live = False
+                    level.queue.popleft()
+                    level.count -= 1
+                    del self.orders[order.order_id]
+                    self._release(order)
+                    if not level.count:
+                        book.drop_level(order.side, level.price)
+        out.append(
+            AuctionUncrossed(ts=self.now, instrument_id=instrument_id, price=price, volume=volume)
+        )
+
+    # --- accounts and cash -------------------------------------------------------
+
+    def _admit_account(self, c: cmd.AdmitAccount, out: list[Event]) -> None:
+        self._require_operator(c.actor)
+        if not _valid_id(c.account_id) or c.account_id == cmd.SYSTEM:
+            raise _Refused(Reason.INVALID_ID)
+        if c.account_id in self.accounts:
+            raise _Refused(Reason.DUPLICATE_ID)
+        provider = c.role is Role.PROVIDER
+        if provider != (c.tier is not None) or provider != bool(c.hub):
+            raise _Refused(Reason.INVALID_FLAGS)
+        if not 0 <= c.revenue <= MAX_AMOUNT:
+            raise _Refused(Reason.INVALID_AMOUNT)
+        self.accounts[c.account_id] = Account(
+            account_id=c.account_id,
+            role=c.role,
+            tier=c.tier,
+            hub=c.hub,
+            revenue=c.revenue,
+            projects=list(c.projects),
+        )
+        out.append(
+            AccountAdmitted(
+                ts=self.now, account_id=c.account_id, role=c.role, tier=c.tier, hub=c.hub
+            )
+        )
+
+    def _relate_parties(self, c: cmd.RelateParties, out: list[Event]) -> None:
+        self._require_operator(c.actor)
+        a = self._account(c.account_a)
+        b = self._account(c.account_b)
+        if a is b:
+            raise _Refused(Reason.INVALID_FLAGS)
+        a.related.add(b.account_id)
+        b.related.add(a.account_id)
+        out.append(PartiesRelated(ts=self.now, account_a=c.account_a, account_b=c.account_b))
+
+    def _deposit(self, c: cmd.Deposit, out: list[Event]) -> None:
+        self._require_operator(c.actor)
+        account = self._account(c.account_id)
+        if not 0 < c.amount <= MAX_AMOUNT:
+            raise _Refused(Reason.INVALID_AMOUNT)
+        account.cash += c.amount
+        self.deposited += c.amount
+        out.append(
+            CashMoved(ts=self.now, account_id=c.account_id, amount=c.amount, cash=account.cash)
+        )
+
+    def _withdraw(self, c: cmd.Withdraw, out: list[Event]) -> None:
+        self._require_operator(c.actor)
+        account = self._account(c.account_id)
+        if not 0 < c.amount <= MAX_AMOUNT:
+            raise _Refused(Reason.INVALID_AMOUNT)
+        if c.amount > account.cash:
+            raise _Refused(Reason.INSUFFICIENT_FUNDS)
+        account.cash -= c.amount
+        self.deposited -= c.amount
+        out.append(
+            CashMoved(ts=self.now, account_id=c.account_id, amount=-c.amount, cash=account.cash)
+        )
+
+    def _register_capacity(self, c: cmd.RegisterCapacity, out: list[Event]) -> None:
+        if c.actor != c.provider and not self._is_operator(c.actor):
+            raise _Refused(Reason.NOT_PERMITTED)
+        provider = self._account(c.provider)
+        inst = self._instrument(c.instrument_id)
+        spec = inst.spec
+        if not 0 < c.gpu_hours <= MAX_AMOUNT:
+            raise _Refused(Reason.INVALID_AMOUNT)
+        if c.gpu_hours % spec.lot:
+            raise _Refused(Reason.OFF_LOT)
+        if provider.role is not Role.PROVIDER:
+            raise _Refused(Reason.NOT_PERMITTED)
+        if provider.tier is not spec.tier or provider.hub != spec.hub:
+            raise _Refused(Reason.PROVIDER_MISMATCH)
+        if inst.status is InstrumentStatus.CLOSED:
+            raise _Refused(Reason.MARKET_NOT_OPEN)
+        free = provider.capacity.get(c.instrument_id, 0) + c.gpu_hours
+        provider.capacity[c.instrument_id] = free
+        provider.capacity_reserved.setdefault(c.instrument_id, 0)
+        provider.capacity_sold.setdefault(c.instrument_id, 0)
+        out.append(
+            CapacityRegistered(
+                ts=self.now,
+                provider=c.provider,
+                instrument_id=c.instrument_id,
+                gpu_hours=c.gpu_hours,
+                capacity=free,
+            )
+        )
+
+    # --- vouchers --------------------------------------------------------------
+
+    def _create_programme(self, c: cmd.CreateProgramme, out: list[Event]) -> None:
+        issuer = self.accounts.get(c.actor)
+        if issuer is None or issuer.role is not Role.ISSUER:
+            raise _Refused(Reason.NOT_PERMITTED)
+        if not _valid_id(c.programme_id) or not c.name:
+            raise _Refused(Reason.INVALID_ID)
+        if c.programme_id in self.programmes:
+            raise _Refused(Reason.DUPLICATE_ID)
+        rates = (
+            c.rate_state_domestic,
+            c.rate_state_foreign,
+            c.rate_commercial_domestic,
+            c.rate_commercial_foreign,
+        )
+        if any(not 0 <= r <= BP for r in rates) or not any(rates):
+            raise _Refused(Reason.INVALID_RATE)
+        if not 0 < c.cap_per_holder_year <= MAX_AMOUNT or not 0 < c.budget <= MAX_AMOUNT:
+            raise _Refused(Reason.INVALID_AMOUNT)
+        if c.expires_at <= self.now:
+            raise _Refused(Reason.INVALID_EXPIRY)
+        if c.basis is EligibilityBasis.GOV_PROJECT and not c.projects:
+            raise _Refused(Reason.INVALID_FLAGS)
+        if not 0 <= c.min_revenue <= MAX_AMOUNT:
+            raise _Refused(Reason.INVALID_AMOUNT)
+        self.programmes[c.programme_id] = Programme(
+            programme_id=c.programme_id,
+            issuer=c.actor,
+            name=c.name,
+            rate_state_domestic=c.rate_state_domestic,
+            rate_state_foreign=c.rate_state_foreign,
+            rate_commercial_domestic=c.rate_commercial_domestic,
+            rate_commercial_foreign=c.rate_commercial_foreign,
+            eligible_hubs=list(c.eligible_hubs),
+            cap_per_holder_year=c.cap_per_holder_year,
+            budget=c.budget,
+            expires_at=c.expires_at,
+            basis=c.basis,
+            min_revenue=c.min_revenue,
+            projects=list(c.projects),
+        )
+        out.append(
+            ProgrammeCreated(
+                ts=self.now, programme_id=c.programme_id, issuer=c.actor, expires_at=c.expires_at
+            )
+        )
+
+    def _issue_voucher(self, c: cmd.IssueVoucher, out: list[Event]) -> None:
+        programme = self.programmes.get(c.programme_id)
+        if programme is None:
+            raise _Refused(Reason.UNKNOWN_PROGRAMME)
+        if programme.issuer != c.actor:
+            raise _Refused(Reason.NOT_PERMITTED)
+        if not 0 < c.amount <= MAX_AMOUNT:
+            raise _Refused(Reason.INVALID_AMOUNT)
+        holder = self._account(c.holder)
+        if self.now >= programme.expires_at:
+            raise _Refused(Reason.PROGRAMME_EXPIRED)
+        if holder.role is not Role.STARTUP:
+            raise _Refused(Reason.HOLDER_INELIGIBLE)
+        if programme.basis is EligibilityBasis.MIN_REVENUE:
+            eligible = holder.revenue >= programme.min_revenue
+        else:
+            eligible = any(p in holder.projects for p in programme.projects)
+        if not eligible:
+            raise _Refused(Reason.HOLDER_INELIGIBLE)
+        if programme.issued + c.amount > programme.budget:
+            raise _Refused(Reason.PROGRAMME_BUDGET_EXCEEDED)
+        key = f"{c.holder}/{calendar_year(self.now)}"
+        this_year = programme.issued_by_holder_year.get(key, 0)
+        if this_year + c.amount > programme.cap_per_holder_year:
+            raise _Refused(Reason.PROGRAMME_CAP_EXCEEDED)
+        issuer = self.accounts[c.actor]
+        if issuer.cash < c.amount:
+            raise _Refused(Reason.INSUFFICIENT_FUNDS)
+        issuer.cash -= c.amount
+        programme.issued += c.amount
+        programme.issued_by_holder_year[key] = this_year + c.amount
+        voucher_id = self.next_voucher_id
+        self.next_voucher_id = voucher_id + 1
+        self.vouchers[voucher_id] = Voucher(
+            voucher_id=voucher_id,
+            programme_id=c.programme_id,
+            issuer=c.actor,
+            holder=c.holder,
+            amount=c.amount,
+            expires_at=programme.expires_at,
+            issued_at=self.now,
+            balance=c.amount,
+        )
+        out.append(
+            VoucherIssued(
+                ts=self.now,
+                voucher_id=voucher_id,
+                programme_id=c.programme_id,
+                issuer=c.actor,
+                holder=c.holder,
+                amount=c.amount,
+                expires_at=programme.expires_at,
+            )
+        )
+
+    def _settle_claim(self, c: cmd.SettleClaim, out: list[Event]) -> None:
+        claim = self.claims.get(c.claim_id)
+        if claim is None:
+            raise _Refused(Reason.UNKNOWN_CLAIM)
+        if claim.issuer != c.actor:
+            raise _Refused(Reason.NOT_YOUR_CLAIM)
+        if claim.settled:
+            raise _Refused(Reason.CLAIM_SETTLED)
+        claim.settled = True
+        claim.settled_at = self.now
+        self.accounts[claim.provider].cash += claim.amount
+        out.append(
+            ClaimSettled(
+                ts=self.now,
+                claim_id=claim.claim_id,
+                issuer=claim.issuer,
+                provider=claim.provider,
+                amount=claim.amount,
+            )
+        )
