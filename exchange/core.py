@@ -183,6 +183,15 @@ class ExchangeCore:
             if order is not None and order.expire_at == expire_at:
                 self._cancel(order, CancelReason.EXPIRED, out)
 
+    def next_deadline(self) -> int:
+        """The earliest time at which an order or instrument expires; NEVER if none."""
+        deadline = NEVER
+        if self.closings:
+            deadline = self.closings[0][0]
+        if self.expiries and self.expiries[0][0] < deadline:
+            deadline = self.expiries[0][0]
+        return deadline
+
     def _advance_clock(self, c: cmd.AdvanceClock, out: list[Event]) -> None:
         self._require_operator(c.actor)
 

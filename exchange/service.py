@@ -1,0 +1,185 @@
+"""The asyncio service around the core: the only place the core meets asyncio.
+
+Callers ``submit`` commands and await their events. One task takes commands
+from the queue in batches, stamps each with the time (never earlier than the
+last stamp, so time only moves forward), writes the batch to the journal
+before anything else happens, applies each command to the core, answers the
+callers, and hands every (sequence, command, events) to the listeners. A timer
+sends ``AdvanceClock`` when an expiry falls due with no other traffic.
+
+Sequence numbers count every command the service has journalled, from 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import msgspec
+import structlog
+
+from exchange.commands import SYSTEM, AdvanceClock, Command
+from exchange.core import NEVER, ExchangeCore
+from exchange.events import Event
+
+log = structlog.get_logger("exchange.service")
+
+Listener = Callable[[int, Command, list[Event]], None]
+
+
+class Journal(Protocol):
+    """Where stamped commands go before they are applied (exchange.journal)."""
+
+    def append(self, first_seq: int, commands: Sequence[Command]) -> None:
+        """Store the batch durably, or raise."""
+
+
+class ServiceStopped(Exception):
+    """The service is not accepting commands: stopped, or its journal failed."""
+
+
+class ExchangeService:
+    """Owns an ``ExchangeCore``; feeds it commands in batches."""
+
+    def __init__(
+        self,
+        core: ExchangeCore | None = None,
+        *,
+        journal: Journal | None = None,
+        clock: Callable[[], int] = time.time_ns,
+        next_seq: int = 1,
+        max_batch: int = 4096,
+        timer_interval: float = 0.05,
+    ) -> None:
+        self.core = core or ExchangeCore()
+        self.journal = journal
+        self.clock = clock
+        self.seq = next_seq - 1  # last sequence number used
+        self.max_batch = max_batch
+        self.timer_interval = timer_interval
+        self.failure: BaseException | None = None
+        self._listeners: list[Listener] = []
+        self._queue: asyncio.Queue[tuple[Command, asyncio.Future[list[Event]]]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._last_ts = self.core.now
+
+    # --- life cycle -----------------------------------------------------------
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._run(), name="exchange-batches"),
+            asyncio.create_task(self._timer(), name="exchange-timer"),
+        ]
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop the tasks."""
+        if not self._tasks:
+            return
+        await self._queue.join()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def __aenter__(self) -> ExchangeService:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # --- use --------------------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(seq, command, events)`` after each command is applied."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        self._listeners.remove(listener)
+
+    async def submit(self, command: Command) -> list[Event]:
+        """Queue a command; return its events once it is journalled and applied."""
+        if self.failure is not None or not self._tasks:
+            raise ServiceStopped(str(self.failure or "service not running"))
+        future: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((command, future))
+        return await future
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    # --- the loop ---------------------------------------------------------------
+
+    def _stamp(self) -> int:
+        ts = self.clock()
+        if ts <= self._last_ts:
+            ts = self._last_ts
+        self._last_ts = ts
+        return ts
+
+    async def _run(self) -> None:
+        queue = self._queue
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < self.max_batch and not queue.empty():
+                batch.append(queue.get_nowait())
+            try:
+                await self._process(batch)
+            finally:
+                for _ in batch:
+                    queue.task_done()
+
+    async def _process(self, batch: list[tuple[Command, asyncio.Future[list[Event]]]]) -> None:
+        if self.failure is not None:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(ServiceStopped(str(self.failure)))
+            return
+        ts = self._stamp()
+        stamped = [msgspec.structs.replace(command, ts=ts) for command, _ in batch]
+        first_seq = self.seq + 1
+        if self.journal is not None:
+            try:
+                await asyncio.to_thread(self.journal.append, first_seq, stamped)
+            except Exception as exc:  # a full disk or failed write: stop taking commands
+                self.failure = exc
+                log.error("journal_failed", error=str(exc), first_seq=first_seq)
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(ServiceStopped(f"journal failed: {exc}"))
+                return
+        self.seq += len(stamped)
+        core = self.core
+        listeners = self._listeners
+        for seq, command, (_, future) in zip(
+            range(first_seq, first_seq + len(stamped)), stamped, batch, strict=True
+        ):
+            try:
+                events = core.apply(command)
+            except Exception as exc:  # a fault in the core: answer it, keep serving
+                log.exception("command_fault", seq=seq, command=type(command).__name__)
+                if not future.done():
+                    future.set_exception(exc)
+                continue
+            if not future.done():
+                future.set_result(events)
+            for listener in listeners:
+                try:
+                    listener(seq, command, events)
+                except Exception:
+                    log.exception("listener_fault", seq=seq)
+
+    async def _timer(self) -> None:
+        while True:
+            await asyncio.sleep(self.timer_interval)
+            if self.failure is None and self.core.next_deadline() <= self.clock():
+                try:
+                    await self.submit(AdvanceClock(actor=SYSTEM))
+                except ServiceStopped:
+                    return
+
+
+__all__ = ["NEVER", "ExchangeService", "Journal", "ServiceStopped"]
