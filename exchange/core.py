@@ -466,7 +466,7 @@ class ExchangeCore:
                     level.queue.popleft()
                     level.count -= 1
                     del self.orders[resting.order_id]
-                    if buying:
+                    if not buying:  # a filled resting buy may still hold rounding change
                         self._release(resting)
             if not level.count and levels.get(best) is level:  # a cancel may have dropped it
                 book.drop_level(opposite, best)
