@@ -30,7 +30,12 @@ Listener = Callable[[int, Command, list[Event]], None]
 
 
 class Journal(Protocol):
-    """Where stamped commands go before they are applied (exchange.journal)."""
+    """Where stamped commands go before they are applied (exchange.journal).
+
+    A journal may also have ``applied(last_seq)``: the service calls it on its
+    loop after applying each batch, when the core holds exactly the commands up
+    to ``last_seq`` (``exchange.store`` takes snapshots there).
+    """
 
     def append(self, first_seq: int, commands: Sequence[Command]) -> None:
         """Store the batch durably, or raise."""
@@ -77,11 +82,13 @@ class ExchangeService:
         """Finish what is queued, then stop the tasks."""
         if not self._tasks:
             return
+        # Refuse new submits before waiting: one that slipped in after the drain
+        # would be queued with no task left to answer it, and hang its caller.
+        tasks, self._tasks = self._tasks, []
         await self._queue.join()
-        for task in self._tasks:
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def __aenter__(self) -> ExchangeService:
         await self.start()
@@ -171,6 +178,12 @@ class ExchangeService:
                     listener(seq, command, events)
                 except Exception:
                     log.exception("listener_fault", seq=seq)
+        applied = getattr(self.journal, "applied", None)
+        if applied is not None:
+            try:
+                applied(self.seq)
+            except Exception:
+                log.exception("journal_applied_fault", seq=self.seq)
 
     async def _timer(self) -> None:
         while True:
