@@ -89,7 +89,16 @@ _GTD = TimeInForce.GTD
 _IOC = TimeInForce.IOC
 _FOK = TimeInForce.FOK
 _CANCEL_RESTING = SelfTradePrevention.CANCEL_RESTING
+_CANCEL_AGGRESSOR = SelfTradePrevention.CANCEL_AGGRESSOR
 _CANCEL_BOTH = SelfTradePrevention.CANCEL_BOTH
+# Hot-path aliases: reading an enum member through its class costs a lookup each time.
+_MARKET = OrderType.MARKET
+_STARTUP = Role.STARTUP
+_PROVIDER = Role.PROVIDER
+_HALTED = InstrumentStatus.HALTED
+_IOC_REMAINDER = CancelReason.IOC_REMAINDER
+_REQUESTED = CancelReason.REQUESTED
+_SELF_TRADE = CancelReason.SELF_TRADE
 
 
 class _Refused(Exception):
@@ -101,6 +110,112 @@ class _Refused(Exception):
 
 def _valid_id(value: str) -> bool:
     return 0 < len(value) <= MAX_ID_LEN and value.isprintable() and value.strip() == value
+
+
+# Building the two widest events. CPython compiles a call with more than 15
+# keyword arguments into a generic call that first builds a dict
+# (CALL_FUNCTION_EX), several times slower than keywords passed on the stack,
+# and the event Structs are keyword-only. So OrderAccepted and Trade (16 fields
+# each) are made by replacing 14 fields of a template and setting the last two
+# on the new event before anyone sees it. Every field is set, so the event is
+# equal, and encodes byte for byte the same, as one built with keywords.
+_replace = msgspec.structs.replace
+_force_setattr = msgspec.structs.force_setattr
+_ACCEPTED = OrderAccepted(
+    ts=0,
+    order_id=0,
+    account="",
+    client_order_id="",
+    instrument_id="",
+    side=_BUY,
+    order_type=OrderType.LIMIT,
+    tif=_GTC,
+    price=0,
+    qty=0,
+    expire_at=0,
+    post_only=False,
+    min_qty=0,
+    voucher_id=0,
+    cash_reserved=0,
+    voucher_reserved=0,
+)
+_TRADE = Trade(
+    ts=0,
+    trade_id=0,
+    instrument_id="",
+    price=0,
+    qty=0,
+    aggressor=None,
+    buy_order_id=0,
+    sell_order_id=0,
+    buyer="",
+    seller="",
+    buy_leaves=0,
+    sell_leaves=0,
+    cash=0,
+    voucher=0,
+    voucher_id=0,
+    claim_id=0,
+)
+
+
+def _accepted(ts: int, order: Order, order_type: OrderType) -> OrderAccepted:
+    """The OrderAccepted event of an order just entered (prices, reservations as held)."""
+    event = _replace(
+        _ACCEPTED,
+        ts=ts,
+        order_id=order.order_id,
+        account=order.account,
+        client_order_id=order.client_order_id,
+        instrument_id=order.instrument_id,
+        side=order.side,
+        order_type=order_type,
+        tif=order.tif,
+        price=order.price,
+        qty=order.qty,
+        expire_at=order.expire_at,
+        post_only=order.post_only,
+        min_qty=order.min_qty,
+        voucher_id=order.voucher_id,
+    )
+    _force_setattr(event, "cash_reserved", order.cash_reserved)
+    _force_setattr(event, "voucher_reserved", order.voucher_reserved)
+    return event
+
+
+def _trade(
+    ts: int,
+    trade_id: int,
+    buy: Order,
+    sell: Order,
+    price: int,
+    qty: int,
+    aggressor: Side | None,
+    cash: int,
+    voucher: int,
+    claim_id: int,
+) -> Trade:
+    """The Trade event of one fill, after both orders' leaves were reduced."""
+    event = _replace(
+        _TRADE,
+        ts=ts,
+        trade_id=trade_id,
+        instrument_id=sell.instrument_id,
+        price=price,
+        qty=qty,
+        aggressor=aggressor,
+        buy_order_id=buy.order_id,
+        sell_order_id=sell.order_id,
+        buyer=buy.account,
+        seller=sell.account,
+        buy_leaves=buy.leaves,
+        sell_leaves=sell.leaves,
+        cash=cash,
+    )
+    _force_setattr(event, "voucher", voucher)
+    _force_setattr(event, "voucher_id", buy.voucher_id)
+    _force_setattr(event, "claim_id", claim_id)
+    return event
 
 
 class ExchangeCore:
@@ -149,8 +264,14 @@ class ExchangeCore:
     def apply(self, command: cmd.Command) -> list[Event]:
         """Handle one command; return what happened, in order."""
         out: list[Event] = []
-        if command.ts > self.now:
-            self._advance(command.ts, out)
+        ts = command.ts
+        if ts > self.now:
+            closings = self.closings
+            expiries = self.expiries
+            if (closings and closings[0][0] <= ts) or (expiries and expiries[0][0] <= ts):
+                self._advance(ts, out)
+            else:  # the usual case: time moves on and nothing falls due
+                self.now = ts
         try:
             self._handlers[type(command)](command, out)
         except _Refused as refusal:
@@ -222,28 +343,35 @@ class ExchangeCore:
     # --- orders ----------------------------------------------------------------
 
     def _new_order(self, c: cmd.NewOrder, out: list[Event]) -> None:
-        account = self.accounts.get(c.actor)
+        actor = c.actor
+        account = self.accounts.get(actor)
         if account is None:
             raise _Refused(Reason.UNKNOWN_ACCOUNT)
-        inst = self.instruments.get(c.instrument_id)
+        instrument_id = c.instrument_id
+        inst = self.instruments.get(instrument_id)
         if inst is None:
             raise _Refused(Reason.UNKNOWN_INSTRUMENT)
         spec = inst.spec
         side = c.side
         tif = c.tif
         qty = c.qty
+        lot = spec.lot
+        post_only = c.post_only
+        min_qty = c.min_qty
+        expire_at = c.expire_at
         # 1. Validation
         if qty <= 0 or qty > spec.max_qty:
             raise _Refused(Reason.INVALID_QUANTITY)
-        if qty % spec.lot:
+        if qty % lot:
             raise _Refused(Reason.OFF_LOT)
-        market = c.order_type is OrderType.MARKET
+        order_type = c.order_type
+        market = order_type is _MARKET
         if market:
             if c.price:
                 raise _Refused(Reason.INVALID_PRICE)
             if tif is not _IOC and tif is not _FOK:
                 raise _Refused(Reason.INVALID_TIME_IN_FORCE)
-            if c.post_only:
+            if post_only:
                 raise _Refused(Reason.INVALID_FLAGS)
         else:
             price = c.price
@@ -251,23 +379,24 @@ class ExchangeCore:
                 raise _Refused(Reason.INVALID_PRICE)
             if price % spec.tick:
                 raise _Refused(Reason.OFF_TICK)
-            if c.post_only and (tif is _IOC or tif is _FOK or c.min_qty):
+            if post_only and (tif is _IOC or tif is _FOK or min_qty):
                 raise _Refused(Reason.INVALID_FLAGS)
         if tif is _GTD:
-            if c.expire_at <= self.now:
+            if expire_at <= self.now:
                 raise _Refused(Reason.INVALID_EXPIRY)
-        elif c.expire_at:
+        elif expire_at:
             raise _Refused(Reason.INVALID_EXPIRY)
-        min_qty = c.min_qty
-        if min_qty and (min_qty < 0 or min_qty > qty or min_qty % spec.lot):
+        if min_qty and (min_qty < 0 or min_qty > qty or min_qty % lot):
             raise _Refused(Reason.INVALID_MIN_QTY)
-        if c.voucher_id and side is _SELL:
+        voucher_id = c.voucher_id
+        if voucher_id and side is _SELL:
             raise _Refused(Reason.INVALID_FLAGS)
         coid = c.client_order_id
         if not _valid_id(coid):
             raise _Refused(Reason.INVALID_ID)
         # 2. Reference and permission
-        if account.role is not (Role.STARTUP if side is _BUY else Role.PROVIDER):
+        buying = side is _BUY
+        if account.role is not (_STARTUP if buying else _PROVIDER):
             raise _Refused(Reason.NOT_PERMITTED)
         if coid in account.client_order_ids:
             raise _Refused(Reason.DUPLICATE_CLIENT_ORDER_ID)
@@ -276,31 +405,32 @@ class ExchangeCore:
             if status is _AUCTION:
                 if market or tif is _IOC or tif is _FOK or min_qty:
                     raise _Refused(Reason.NOT_ALLOWED_IN_AUCTION)
-            elif status is InstrumentStatus.HALTED:
+            elif status is _HALTED:
                 raise _Refused(Reason.MARKET_HALTED)
             else:
                 raise _Refused(Reason.MARKET_NOT_OPEN)
-        book = self.books[c.instrument_id]
+        book = self.books[instrument_id]
         # 4. Matching checks that need no change (risk needs the market price)
         if market:
             price = self._protection_price(book, side, qty)
             if not price:
                 raise _Refused(Reason.NO_LIQUIDITY)
-        elif c.post_only and status is _OPEN:
-            if side is _BUY:
+        elif post_only and status is _OPEN:
+            if buying:
                 if book.best_ask and price >= book.best_ask:
                     raise _Refused(Reason.POST_ONLY_WOULD_CROSS)
             elif book.best_bid and price <= book.best_bid:
                 raise _Refused(Reason.POST_ONLY_WOULD_CROSS)
         # 3. Risk
-        expire_at = c.expire_at if tif is _GTD else NEVER
+        if tif is not _GTD:
+            expire_at = NEVER
         rate = 0
         voucher_cap = 0
         voucher = None
-        if side is _BUY:
+        if buying:
             notional = price * qty
-            if c.voucher_id:
-                voucher, rate = self._voucher_for(c.voucher_id, c.actor, inst)
+            if voucher_id:
+                voucher, rate = self._voucher_for(voucher_id, actor, inst)
                 voucher_cap = min(voucher.balance, rate * notional // BP)
                 if voucher.expires_at < expire_at:
                     expire_at = voucher.expires_at
@@ -309,7 +439,7 @@ class ExchangeCore:
                 raise _Refused(Reason.INSUFFICIENT_FUNDS)
         else:
             cash_needed = 0
-            free = account.capacity.get(c.instrument_id, 0)
+            free = account.capacity.get(instrument_id, 0)
             if free < qty:
                 raise _Refused(Reason.INSUFFICIENT_CAPACITY)
         # Accepted: from here on the state changes.
@@ -317,65 +447,50 @@ class ExchangeCore:
         self.next_order_id = order_id + 1
         if expire_at >= spec.delivery_start:
             expire_at = NEVER  # closes with its instrument
+        now = self.now
+        # At most 15 keywords (see _accepted): the voucher fields are set below.
         order = Order(
             order_id=order_id,
-            account=c.actor,
+            account=actor,
             client_order_id=coid,
-            instrument_id=c.instrument_id,
+            instrument_id=instrument_id,
             side=side,
             price=price,
             qty=qty,
             leaves=qty,
             tif=tif,
             expire_at=expire_at,
-            post_only=c.post_only,
+            post_only=post_only,
             min_qty=min_qty,
             stp=c.stp,
-            voucher_id=c.voucher_id,
-            rate_bp=rate,
             cash_reserved=cash_needed,
-            voucher_reserved=voucher_cap,
-            voucher_cap=voucher_cap,
-            entered_at=self.now,
+            entered_at=now,
         )
-        if side is _BUY:
+        if buying:
             account.cash -= cash_needed
             account.cash_reserved += cash_needed
             if voucher is not None:
+                order.voucher_id = voucher_id
+                order.rate_bp = rate
+                order.voucher_reserved = order.voucher_cap = voucher_cap
                 voucher.balance -= voucher_cap
                 voucher.reserved += voucher_cap
         else:
-            account.capacity[c.instrument_id] -= qty
+            account.capacity[instrument_id] -= qty
             reserved = account.capacity_reserved
-            reserved[c.instrument_id] = reserved.get(c.instrument_id, 0) + qty
+            reserved[instrument_id] = reserved.get(instrument_id, 0) + qty
         account.client_order_ids[coid] = order_id
-        out.append(
-            OrderAccepted(
-                ts=self.now,
-                order_id=order_id,
-                account=c.actor,
-                client_order_id=coid,
-                instrument_id=c.instrument_id,
-                side=side,
-                order_type=c.order_type,
-                tif=tif,
-                price=price,
-                qty=qty,
-                expire_at=expire_at,
-                post_only=c.post_only,
-                min_qty=min_qty,
-                voucher_id=c.voucher_id,
-                cash_reserved=cash_needed,
-                voucher_reserved=voucher_cap,
-            )
-        )
+        out.append(_accepted(now, order, order_type))
         if status is _OPEN:
             need = qty if tif is _FOK else min_qty
             if need and self._fillable(book, order, need) < need:
                 reason = CancelReason.FOK_UNFILLED if tif is _FOK else CancelReason.MIN_QTY_UNMET
                 self._finish(order, reason, out)
                 return
-            self._match(inst, book, order, out)
+            # Match only when the order crosses (the test _match starts with).
+            best = book.best_ask if buying else book.best_bid
+            if best and ((best <= price) if buying else (best >= price)):
+                self._match(inst, book, order, out)
         self._rest_or_finish(book, order, out)
 
     def _voucher_for(self, voucher_id: int, holder: str, inst: Instrument) -> tuple[Voucher, int]:
@@ -437,35 +552,42 @@ class ExchangeCore:
         buying = order.side is _BUY
         levels = book.asks if buying else book.bids
         opposite = _SELL if buying else _BUY
-        related = self.accounts[order.account].related
+        account = order.account
+        related = self.accounts[account].related
+        orders = self.orders
+        fill = self._fill
         limit = order.price
         while order.leaves:
             best = book.best_ask if buying else book.best_bid
             if not best or ((best > limit) if buying else (best < limit)):
                 return
             level = levels[best]
+            queue = level.queue
             while order.leaves and level.count:
-                resting = level.front()
-                if resting.account == order.account or (
+                resting = queue[0]  # level.front(), inlined
+                while not resting.live:
+                    queue.popleft()
+                    resting = queue[0]
+                if resting.account == account or (
                     related and self._conflict(order, resting, related)
                 ):
-                    if order.stp is not SelfTradePrevention.CANCEL_AGGRESSOR:
-                        self._cancel(resting, CancelReason.SELF_TRADE, out)
+                    if order.stp is not _CANCEL_AGGRESSOR:
+                        self._cancel(resting, _SELF_TRADE, out)
                     if order.stp is not _CANCEL_RESTING:
-                        self._finish(order, CancelReason.SELF_TRADE, out)
+                        self._finish(order, _SELF_TRADE, out)
                         return
                     continue
                 qty = resting.leaves if resting.leaves < order.leaves else order.leaves
                 if buying:
-                    self._fill(inst, order, resting, best, qty, _BUY, out)
+                    fill(inst, order, resting, best, qty, _BUY, out)
                 else:
-                    self._fill(inst, resting, order, best, qty, _SELL, out)
+                    fill(inst, resting, order, best, qty, _SELL, out)
                 level.total -= qty
                 if not resting.leaves:
                     resting.live = False
-                    level.queue.popleft()
+                    queue.popleft()
                     level.count -= 1
-                    del self.orders[resting.order_id]
+                    del orders[resting.order_id]
                     if not buying:  # a filled resting buy may still hold rounding change
                         self._release(resting)
             if not level.count and levels.get(best) is level:  # a cancel may have dropped it
@@ -485,8 +607,9 @@ class ExchangeCore:
         value = price * qty
         buy.leaves -= qty
         sell.leaves -= qty
-        buyer = self.accounts[buy.account]
-        seller = self.accounts[sell.account]
+        accounts = self.accounts
+        buyer = accounts[buy.account]
+        seller = accounts[sell.account]
         instrument_id = sell.instrument_id
         trade_id = self.next_trade_id
         self.next_trade_id = trade_id + 1
@@ -530,23 +653,8 @@ class ExchangeCore:
         inst.volume += qty
         inst.turnover += value
         inst.trades += 1
-        trade = Trade(
-            ts=self.now,
-            trade_id=trade_id,
-            instrument_id=instrument_id,
-            price=price,
-            qty=qty,
-            aggressor=aggressor,
-            buy_order_id=buy.order_id,
-            sell_order_id=sell.order_id,
-            buyer=buy.account,
-            seller=sell.account,
-            buy_leaves=buy.leaves,
-            sell_leaves=sell.leaves,
-            cash=cash,
-            voucher=voucher_part,
-            voucher_id=buy.voucher_id,
-            claim_id=claim_id,
+        trade = _trade(
+            self.now, trade_id, buy, sell, price, qty, aggressor, cash, voucher_part, claim_id
         )
         self.contracts[trade_id] = trade
         out.append(trade)
@@ -575,11 +683,13 @@ class ExchangeCore:
             if order.side is _BUY:
                 self._release(order)
             return
-        if order.tif is _IOC or order.tif is _FOK:
-            self._finish(order, CancelReason.IOC_REMAINDER, out)
+        tif = order.tif
+        if tif is _IOC or tif is _FOK:
+            self._finish(order, _IOC_REMAINDER, out)
             return
-        order.priority = self.next_priority
-        self.next_priority += 1
+        priority = self.next_priority
+        order.priority = priority
+        self.next_priority = priority + 1
         book.add(order)
         self.orders[order.order_id] = order
         if order.expire_at != NEVER:
@@ -588,7 +698,7 @@ class ExchangeCore:
     def _finish(self, order: Order, reason: CancelReason, out: list[Event]) -> None:
         """End an incoming order that never rested."""
         self._release(order)
-        out.append(self._cancelled(order, reason, rested=False))
+        out.append(self._cancelled(order, reason, False))
         order.leaves = 0
 
     def _cancel(self, order: Order, reason: CancelReason, out: list[Event]) -> None:
@@ -596,7 +706,7 @@ class ExchangeCore:
         self.books[order.instrument_id].remove(order)
         del self.orders[order.order_id]
         self._release(order)
-        out.append(self._cancelled(order, reason, rested=True))
+        out.append(self._cancelled(order, reason, True))
         order.leaves = 0
 
     def _cancelled(self, order: Order, reason: CancelReason, rested: bool) -> OrderCancelled:
@@ -626,10 +736,13 @@ class ExchangeCore:
         return order
 
     def _cancel_order(self, c: cmd.CancelOrder, out: list[Event]) -> None:
-        order = self._find_order(c.actor, c.order_id, c.client_order_id)
-        if order.account == c.actor:
-            reason = CancelReason.REQUESTED
-        elif self._is_operator(c.actor):
+        actor = c.actor
+        order = self.orders.get(c.order_id) if c.order_id else None
+        if order is None:
+            order = self._find_order(actor, c.order_id, c.client_order_id)
+        if order.account == actor:
+            reason = _REQUESTED
+        elif self._is_operator(actor):
             reason = CancelReason.OPERATOR
         else:
             raise _Refused(Reason.NOT_YOUR_ORDER)
@@ -780,7 +893,8 @@ class ExchangeCore:
                 ts=self.now, instrument_id=c.instrument_id, status=c.status, previous=previous
             )
         )
-        if previous is _AUCTION and c.status is _OPEN:
+        if c.status is _OPEN and (previous is _AUCTION or self.books[c.instrument_id].crossed()):
+            # A call halted before its uncross still uncrosses when trading resumes.
             self._uncross(inst, out)
 
     def _close(self, inst: Instrument, reason: CancelReason, out: list[Event]) -> None:
@@ -800,10 +914,46 @@ class ExchangeCore:
             for order in list(book.orders(side)):
                 self._cancel(order, reason, out)
 
+    def _clear_auction_conflicts(self, book: OrderBook, out: list[Event]) -> None:
+        """Cancel the later of each pair the uncross would match but may not trade.
+
+        A dry run pairs bids and asks in the uncross's own order, changing nothing;
+        at the first conflict the later arrival is cancelled and the run starts again.
+        """
+        while True:
+            bids = book.orders(_BUY)
+            asks = book.orders(_SELL)
+            buy = next(bids, None)
+            sell = next(asks, None)
+            buy_left = buy.leaves if buy else 0
+            sell_left = sell.leaves if sell else 0
+            later: Order | None = None
+            while buy is not None and sell is not None and buy.price >= sell.price:
+                if buy.account == sell.account or self._conflict(
+                    buy, sell, self.accounts[buy.account].related
+                ):
+                    later = buy if buy.priority > sell.priority else sell
+                    break
+                qty = buy_left if buy_left < sell_left else sell_left
+                buy_left -= qty
+                sell_left -= qty
+                if not buy_left:
+                    buy = next(bids, None)
+                    buy_left = buy.leaves if buy else 0
+                if not sell_left:
+                    sell = next(asks, None)
+                    sell_left = sell.leaves if sell else 0
+            if later is None:
+                return
+            self._cancel(later, CancelReason.SELF_TRADE, out)
+
     def _uncross(self, inst: Instrument, out: list[Event]) -> None:
         """Trade everything crossed at the single uncrossing price (exchange.auction)."""
         instrument_id = inst.spec.instrument_id
         book = self.books[instrument_id]
+        # Parties who may not trade give way before the price is set, so every fill
+        # is at the published price.
+        self._clear_auction_conflicts(book, out)
         price, _ = uncross_price(book, inst.last_price or inst.spec.reference_price)
         volume = 0
         while book.crossed():

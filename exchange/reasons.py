@@ -32,7 +32,7 @@ class Reason(enum.StrEnum):
     NOT_PERMITTED = "NOT_PERMITTED"  # the actor's role may not do this
     UNKNOWN_ACCOUNT = "UNKNOWN_ACCOUNT"
     UNKNOWN_INSTRUMENT = "UNKNOWN_INSTRUMENT"
-    UNKNOWN_ORDER = "UNKNOWN_ORDER"  # also: another account's order, which is not disclosed
+    UNKNOWN_ORDER = "UNKNOWN_ORDER"  # no open order with that id (or client order id)
     UNKNOWN_VOUCHER = "UNKNOWN_VOUCHER"
     UNKNOWN_PROGRAMME = "UNKNOWN_PROGRAMME"
     UNKNOWN_CLAIM = "UNKNOWN_CLAIM"
