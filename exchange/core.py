@@ -112,13 +112,15 @@ def _valid_id(value: str) -> bool:
     return 0 < len(value) <= MAX_ID_LEN and value.isprintable() and value.strip() == value
 
 
-# Building the two widest events. CPython compiles a call with more than 15
-# keyword arguments into a generic call that first builds a dict
+# Templates of the two widest events. CPython compiles a call with more than
+# 15 keyword arguments into a generic call that first builds a dict
 # (CALL_FUNCTION_EX), several times slower than keywords passed on the stack,
-# and the event Structs are keyword-only. So OrderAccepted and Trade (16 fields
-# each) are made by replacing 14 fields of a template and setting the last two
-# on the new event before anyone sees it. Every field is set, so the event is
-# equal, and encodes byte for byte the same, as one built with keywords.
+# and the event Structs are keyword-only. So an OrderAccepted or a Trade (16
+# fields each) is a copy of its template with 13 fields replaced; the other
+# three are voucher fields, usually 0 as in the template, and are set on the
+# new event (before anyone sees it) only when they are not. Every field ends up
+# with its value, so the event is equal, and encodes byte for byte the same, as
+# one built with keywords.
 _replace = msgspec.structs.replace
 _force_setattr = msgspec.structs.force_setattr
 _ACCEPTED = OrderAccepted(
@@ -157,65 +159,6 @@ _TRADE = Trade(
     voucher_id=0,
     claim_id=0,
 )
-
-
-def _accepted(ts: int, order: Order, order_type: OrderType) -> OrderAccepted:
-    """The OrderAccepted event of an order just entered (prices, reservations as held)."""
-    event = _replace(
-        _ACCEPTED,
-        ts=ts,
-        order_id=order.order_id,
-        account=order.account,
-        client_order_id=order.client_order_id,
-        instrument_id=order.instrument_id,
-        side=order.side,
-        order_type=order_type,
-        tif=order.tif,
-        price=order.price,
-        qty=order.qty,
-        expire_at=order.expire_at,
-        post_only=order.post_only,
-        min_qty=order.min_qty,
-        voucher_id=order.voucher_id,
-    )
-    _force_setattr(event, "cash_reserved", order.cash_reserved)
-    _force_setattr(event, "voucher_reserved", order.voucher_reserved)
-    return event
-
-
-def _trade(
-    ts: int,
-    trade_id: int,
-    buy: Order,
-    sell: Order,
-    price: int,
-    qty: int,
-    aggressor: Side | None,
-    cash: int,
-    voucher: int,
-    claim_id: int,
-) -> Trade:
-    """The Trade event of one fill, after both orders' leaves were reduced."""
-    event = _replace(
-        _TRADE,
-        ts=ts,
-        trade_id=trade_id,
-        instrument_id=sell.instrument_id,
-        price=price,
-        qty=qty,
-        aggressor=aggressor,
-        buy_order_id=buy.order_id,
-        sell_order_id=sell.order_id,
-        buyer=buy.account,
-        seller=sell.account,
-        buy_leaves=buy.leaves,
-        sell_leaves=sell.leaves,
-        cash=cash,
-    )
-    _force_setattr(event, "voucher", voucher)
-    _force_setattr(event, "voucher_id", buy.voucher_id)
-    _force_setattr(event, "claim_id", claim_id)
-    return event
 
 
 class ExchangeCore:
@@ -392,8 +335,8 @@ class ExchangeCore:
         if voucher_id and side is _SELL:
             raise _Refused(Reason.INVALID_FLAGS)
         coid = c.client_order_id
-        if not _valid_id(coid):
-            raise _Refused(Reason.INVALID_ID)
+        if not (0 < len(coid) <= MAX_ID_LEN and coid.isprintable() and coid.strip() == coid):
+            raise _Refused(Reason.INVALID_ID)  # _valid_id(coid), inlined
         # 2. Reference and permission
         buying = side is _BUY
         if account.role is not (_STARTUP if buying else _PROVIDER):
@@ -448,7 +391,7 @@ class ExchangeCore:
         if expire_at >= spec.delivery_start:
             expire_at = NEVER  # closes with its instrument
         now = self.now
-        # At most 15 keywords (see _accepted): the voucher fields are set below.
+        # At most 15 keywords (see _ACCEPTED): the voucher fields are set below.
         order = Order(
             order_id=order_id,
             account=actor,
@@ -480,7 +423,28 @@ class ExchangeCore:
             reserved = account.capacity_reserved
             reserved[instrument_id] = reserved.get(instrument_id, 0) + qty
         account.client_order_ids[coid] = order_id
-        out.append(_accepted(now, order, order_type))
+        accepted = _replace(
+            _ACCEPTED,
+            ts=now,
+            order_id=order_id,
+            account=actor,
+            client_order_id=coid,
+            instrument_id=instrument_id,
+            side=side,
+            order_type=order_type,
+            tif=tif,
+            price=price,
+            qty=qty,
+            expire_at=expire_at,
+            post_only=post_only,
+            min_qty=min_qty,
+            cash_reserved=cash_needed,
+        )
+        if voucher is not None:
+            _force_setattr(accepted, "voucher_id", voucher_id)
+            if voucher_cap:
+                _force_setattr(accepted, "voucher_reserved", voucher_cap)
+        out.append(accepted)
         if status is _OPEN:
             need = qty if tif is _FOK else min_qty
             if need and self._fillable(book, order, need) < need:
@@ -491,7 +455,17 @@ class ExchangeCore:
             best = book.best_ask if buying else book.best_bid
             if best and ((best <= price) if buying else (best >= price)):
                 self._match(inst, book, order, out)
-        self._rest_or_finish(book, order, out)
+        if order.leaves and tif is not _IOC and tif is not _FOK:
+            # Most orders rest: _rest_or_finish's resting case, inlined.
+            priority = self.next_priority
+            order.priority = priority
+            self.next_priority = priority + 1
+            book.add(order)
+            self.orders[order_id] = order
+            if expire_at != NEVER:
+                heapq.heappush(self.expiries, (expire_at, order_id))
+        else:
+            self._rest_or_finish(book, order, out)
 
     def _voucher_for(self, voucher_id: int, holder: str, inst: Instrument) -> tuple[Voucher, int]:
         """The voucher a buy names and its rate on this instrument, or a refusal."""
@@ -615,7 +589,8 @@ class ExchangeCore:
         self.next_trade_id = trade_id + 1
         voucher_part = 0
         claim_id = 0
-        if buy.voucher_id:
+        voucher_id = buy.voucher_id
+        if voucher_id:
             seg_value = buy.seg_value + value
             used = buy.rate_bp * seg_value // BP
             if used > buy.voucher_cap:
@@ -625,7 +600,7 @@ class ExchangeCore:
             buy.seg_voucher = used
             if voucher_part:
                 buy.voucher_reserved -= voucher_part
-                voucher = self.vouchers[buy.voucher_id]
+                voucher = self.vouchers[voucher_id]
                 voucher.reserved -= voucher_part
                 voucher.spent += voucher_part
                 claim_id = self.next_claim_id
@@ -653,9 +628,27 @@ class ExchangeCore:
         inst.volume += qty
         inst.turnover += value
         inst.trades += 1
-        trade = _trade(
-            self.now, trade_id, buy, sell, price, qty, aggressor, cash, voucher_part, claim_id
+        trade = _replace(
+            _TRADE,
+            ts=self.now,
+            trade_id=trade_id,
+            instrument_id=instrument_id,
+            price=price,
+            qty=qty,
+            aggressor=aggressor,
+            buy_order_id=buy.order_id,
+            sell_order_id=sell.order_id,
+            buyer=buy.account,
+            seller=sell.account,
+            buy_leaves=buy.leaves,
+            sell_leaves=sell.leaves,
+            cash=cash,
         )
+        if voucher_id:
+            _force_setattr(trade, "voucher_id", voucher_id)
+            if voucher_part:
+                _force_setattr(trade, "voucher", voucher_part)
+                _force_setattr(trade, "claim_id", claim_id)
         self.contracts[trade_id] = trade
         out.append(trade)
 
@@ -698,7 +691,20 @@ class ExchangeCore:
     def _finish(self, order: Order, reason: CancelReason, out: list[Event]) -> None:
         """End an incoming order that never rested."""
         self._release(order)
-        out.append(self._cancelled(order, reason, False))
+        out.append(
+            OrderCancelled(
+                ts=self.now,
+                order_id=order.order_id,
+                account=order.account,
+                client_order_id=order.client_order_id,
+                instrument_id=order.instrument_id,
+                side=order.side,
+                price=order.price,
+                leaves=order.leaves,
+                reason=reason,
+                rested=False,
+            )
+        )
         order.leaves = 0
 
     def _cancel(self, order: Order, reason: CancelReason, out: list[Event]) -> None:
@@ -706,22 +712,21 @@ class ExchangeCore:
         self.books[order.instrument_id].remove(order)
         del self.orders[order.order_id]
         self._release(order)
-        out.append(self._cancelled(order, reason, True))
-        order.leaves = 0
-
-    def _cancelled(self, order: Order, reason: CancelReason, rested: bool) -> OrderCancelled:
-        return OrderCancelled(
-            ts=self.now,
-            order_id=order.order_id,
-            account=order.account,
-            client_order_id=order.client_order_id,
-            instrument_id=order.instrument_id,
-            side=order.side,
-            price=order.price,
-            leaves=order.leaves,
-            reason=reason,
-            rested=rested,
+        out.append(
+            OrderCancelled(
+                ts=self.now,
+                order_id=order.order_id,
+                account=order.account,
+                client_order_id=order.client_order_id,
+                instrument_id=order.instrument_id,
+                side=order.side,
+                price=order.price,
+                leaves=order.leaves,
+                reason=reason,
+                rested=True,
+            )
         )
+        order.leaves = 0
 
     def _find_order(self, actor: str, order_id: int, client_order_id: str) -> Order:
         """The open order a cancel or amend names, by id or by the actor's client id."""
@@ -954,7 +959,8 @@ class ExchangeCore:
         # Parties who may not trade give way before the price is set, so every fill
         # is at the published price.
         self._clear_auction_conflicts(book, out)
-        price, _ = uncross_price(book, inst.last_price or inst.spec.reference_price)
+        reference = inst.last_price or inst.spec.reference_price
+        price, _ = uncross_price(book, reference, inst.spec.tick)
         volume = 0
         while book.crossed():
             bid_level = book.bids[book.best_bid]

@@ -134,12 +134,26 @@ def _reference_instrument(m: Market, reference: int) -> str:
 
 
 def test_tie_goes_to_the_price_nearest_the_reference() -> None:
-    for reference, expected in ((1010, 1000), (1000, 1000), (990, 980), (960, 980)):
+    for reference, expected in ((1010, 1000), (1000, 1000), (990, 990), (960, 980)):
         m = auction_market()
         instrument_id = _reference_instrument(m, reference)
         uncrossed, trades = uncross(m, instrument_id)
         assert (reference, uncrossed.price) == (reference, expected)
         assert [t.price for t in trades] == [expected]
+
+
+def test_a_price_between_resting_prices_can_leave_least_imbalance() -> None:
+    m = auction_market()
+    m.buy("su1", "b1", 8, 1000)
+    m.buy("su2", "b2", 8, 980)
+    m.sell("dc1", "s1", 8, 980)
+    m.sell("dc2", "s2", 8, 1000)
+    # Volume 8 at 980, 990 and 1000; imbalance 8 at 980 and 1000 but 0 at 990,
+    # where no order rests.
+    uncrossed, trades = uncross(m)
+    assert (uncrossed.price, uncrossed.volume) == (990, 8)
+    assert [(t.buyer, t.seller, t.price) for t in trades] == [("su1", "dc1", 990)]
+    assert depth(m) == ([(980, 8)], [(1000, 8)])
 
 
 def test_last_price_beats_the_reference_price() -> None:

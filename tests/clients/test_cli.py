@@ -1,0 +1,219 @@
+"""The ``suanli`` command line against a real gateway.
+
+Most commands run the entry point's click group (``clients.cli:main``, what the
+console script calls) in a worker thread while the gateway serves from the test's
+event loop, one at a time; ``test_the_installed_script`` runs the installed
+``suanli`` executable itself as a process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from clients.cli import main
+from gateway.app import ROUTER
+from gateway.marketdata import book_checksum
+from tests.clients.conftest import Served
+from tests.gateway.conftest import H100, key
+
+SUANLI = Path(sys.executable).with_name("suanli")
+
+
+class Result:
+    def __init__(self, code: int, stdout: str, stderr: str) -> None:
+        self.code = code
+        self.stdout = stdout
+        self.stderr = stderr
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+def _env(served: Served, account: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUANLI_")}
+    env["SUANLI_URL"] = served.url
+    if account:
+        env["SUANLI_API_KEY"] = key(account)
+    return env
+
+
+_lock = threading.Lock()  # CliRunner swaps the process's stdout: one command at a time
+
+
+def _invoke(args: list[str], env: dict[str, str | None]) -> Any:
+    with _lock:
+        return CliRunner().invoke(main, args, env=env)
+
+
+async def suanli(served: Served, *args: str, account: str | None = None) -> Result:
+    """``suanli ARGS`` through the click entry point, in a thread (it runs its own loop)."""
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("SUANLI_")}
+    env["SUANLI_URL"] = served.url
+    env["SUANLI_API_KEY"] = key(account) if account else None
+    result = await asyncio.to_thread(_invoke, list(args), env)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return Result(result.exit_code, result.stdout, result.stderr)
+
+
+async def suanli_process(served: Served, *args: str, account: str | None = None) -> Result:
+    """``suanli ARGS`` as a process of the installed console script."""
+    process = await asyncio.create_subprocess_exec(
+        str(SUANLI),
+        *args,
+        env=_env(served, account),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await process.communicate()
+    assert process.returncode is not None
+    return Result(process.returncode, out.decode(), err.decode())
+
+
+async def test_the_installed_script(served: Served) -> None:
+    placed, refused = await asyncio.gather(
+        suanli_process(served, "order", H100, "buy", "16", "9.00", "--json", account="su1"),
+        suanli_process(served, "order", H100, "buy", "7", "9.00", "--json", account="su2"),
+    )
+    assert placed.code == 0, placed.stderr
+    assert placed.json[0]["exec_type"] == "NEW"
+    assert refused.code == 1
+    assert refused.json == {
+        "ok": False,
+        "error": "OFF_LOT",
+        "text": "quantity is not a whole number of lots",
+    }
+
+
+async def test_trading_commands(served: Served) -> None:
+    placed = await suanli(served, "order", H100, "buy", "16", "9.00", "--json", account="su1")
+    assert placed.code == 0, placed.stderr
+    (new,) = placed.json
+    assert (new["exec_type"], new["price"], new["qty"]) == ("NEW", 900, 16)
+    order_id = str(new["order_id"])
+
+    listed, amended, book = await asyncio.gather(
+        suanli(served, "orders", "--json", account="su1"),
+        suanli(served, "amend", order_id, "--qty", "8", "--json", account="su1"),
+        suanli(served, "book", H100, "--json"),
+    )
+    assert [o["order_id"] for o in listed.json] == [new["order_id"]]
+    assert amended.code == 0 and amended.json["exec_type"] == "REPLACED"
+    assert book.code == 0 and book.json["bids"][0][0] == 900
+    bids = [tuple(level) for level in book.json["bids"]]
+    asks = [tuple(level) for level in book.json["asks"]]
+    assert book.json["checksum"] == book_checksum(bids, asks, 10)
+    assert book.json["seq"] <= served.app[ROUTER].marketdata.feed(H100).seq
+
+    cancelled = await suanli(served, "cancel", order_id, "--json", account="su1")
+    assert cancelled.code == 0 and cancelled.json["exec_type"] == "CANCELLED"
+
+    sell = await suanli(served, "order", H100, "sell", "8", "10.00", "--json", account="dc1")
+    assert sell.code == 0
+    buy = await suanli(
+        served, "order", H100, "buy", "8", "10.00", "--voucher", "1", "--json", account="su1"
+    )
+    assert [r["exec_type"] for r in buy.json] == ["NEW", "FILL"]
+    balances, vouchers, contracts = await asyncio.gather(
+        suanli(served, "balances", "--json", account="su1"),
+        suanli(served, "vouchers", "--json", account="su1"),
+        suanli(served, "contracts", "--json", account="su1"),
+    )
+    assert balances.json["holdings"] == {H100: 8}
+    (contract,) = contracts.json
+    assert contract["voucher"] == 2_400 and contract["cash"] == 5_600
+    assert vouchers.json[0]["spent"] == 2_400
+
+    everything = await suanli(served, "cancel", "--all", "--json", account="su1")
+    assert everything.code == 0 and everything.json["cancelled"] == 0
+
+
+async def test_operator_and_issuer_commands(served: Served) -> None:
+    halted = await suanli(served, "instrument", "halt", H100, "--json", account="ops")
+    assert halted.code == 0 and halted.json["result"]["status"] == "HALTED"
+    refused = await suanli(served, "order", H100, "buy", "8", "9.00", "--json", account="su1")
+    assert refused.code == 1
+    assert refused.json == {
+        "ok": False,
+        "error": "MARKET_HALTED",
+        "text": "the instrument is halted",
+    }
+    resumed, shown = await asyncio.gather(
+        suanli(served, "instrument", "resume", H100, "--json", account="ops"),
+        suanli(served, "instrument", "show", "--json"),
+    )
+    assert resumed.json["result"]["status"] == "OPEN"
+    assert H100 in {row["spec"]["instrument_id"] for row in shown.json}
+
+    issued = await suanli(served, "voucher", "issue", "sz", "su2", "1000", "--json", account="city")
+    assert issued.code == 0 and issued.json["amount"] == 100_000
+    await suanli(served, "order", H100, "sell", "8", "10.00", "--json", account="dc1")
+    bought = await suanli(
+        served,
+        "order",
+        H100,
+        "buy",
+        "8",
+        "10.00",
+        "--voucher",
+        str(issued.json["voucher_id"]),
+        "--json",
+        account="su2",
+    )
+    assert bought.json[-1]["exec_type"] == "FILL"
+    claims = await suanli(served, "claims", "--open", "--json", account="city")
+    assert len(claims.json) == 1
+    settled = await suanli(served, "settle", "--all", "--json", account="city")
+    assert settled.code == 0 and settled.json["settled"][0]["amount"] == 2_400
+    again = await suanli(
+        served, "settle", str(claims.json[0]["claim_id"]), "--json", account="city"
+    )
+    assert again.code == 1 and again.json["refused"][0]["error"] == "CLAIM_SETTLED"
+
+
+async def test_errors_have_clear_messages_and_exit_codes(served: Served) -> None:
+    off_lot, bad_key, unreachable, usage, not_permitted, table = await asyncio.gather(
+        suanli(served, "order", H100, "buy", "7", "9.00", account="su1"),
+        suanli(served, "orders", "--json", "--key", "sk_nobody_secret"),
+        suanli(served, "orders", "--json", "--url", "http://127.0.0.1:9", account="su1"),
+        suanli(served, "cancel", account="su1"),
+        suanli(served, "instrument", "halt", H100, "--json", account="su1"),
+        suanli(served, "orders", account="su1"),
+    )
+    assert off_lot.code == 1 and "OFF_LOT" in off_lot.stderr and "lots" in off_lot.stderr
+    assert bad_key.code == 3 and bad_key.json["error"] == "AUTH_FAILED"
+    assert unreachable.code == 3 and unreachable.json["error"] == "UNREACHABLE"
+    assert usage.code == 2 and "ORDER_ID" in usage.stderr
+    assert not_permitted.code == 1 and not_permitted.json["error"] == "NOT_PERMITTED"
+    assert table.code == 0 and "open orders" in table.stdout
+    bad_price = await suanli(served, "order", H100, "buy", "8", "9.001", account="su1")
+    assert bad_price.code == 2 and "whole number of fen" in bad_price.stderr
+
+
+def _commands(group: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out = []
+    for name, command in group.commands.items():
+        path = (*prefix, name)
+        if hasattr(command, "commands"):
+            out.extend(_commands(command, path))
+        else:
+            out.append(path)
+    return out
+
+
+@pytest.mark.parametrize("path", _commands(main), ids=" ".join)
+def test_every_command_has_help_with_an_example(path: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(main, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Example" in result.output, path
