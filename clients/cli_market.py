@@ -1,0 +1,654 @@
+"""``suanli`` commands for traders: run a gateway, watch a book, trade, read records.
+
+Each command opens one SDK connection (``clients.sdk.Client``) to ``--url``
+(``SUANLI_URL``, default http://127.0.0.1:8080) with ``--key``
+(``SUANLI_API_KEY``), does its work and closes it. Output is a table for
+people, or with ``--json`` one JSON document on stdout (integers: fen, GPU-hours,
+nanoseconds). Prices typed on the command line are in CNY per GPU-hour
+(``18.05``) and must be whole fen.
+
+Exit status: 0 done; 1 the exchange or gateway refused (the reason code is
+printed); 2 a usage error; 3 the gateway could not be reached or refused the key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from decimal import Decimal, InvalidOperation
+from typing import Any, TypeVar
+
+import aiohttp
+import click
+import msgspec
+import structlog
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from clients.localbook import LocalBook
+from clients.sdk import AuthFailed, Backoff, Client, Refused, SuanliError
+from exchange.reference import OrderType, SelfTradePrevention, Side, TimeInForce
+from gateway import protocol as p
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+EXIT_REFUSED = 1
+EXIT_UNREACHABLE = 3
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+_out = Console()
+_err = Console(stderr=True)
+
+
+# --- shared plumbing ---------------------------------------------------------------
+
+
+def connection_options(func: F) -> F:
+    """``--url``, ``--key`` and ``--json`` for a command that talks to a gateway."""
+    func = click.option(
+        "--json", "as_json", is_flag=True, help="Print one JSON document instead of a table."
+    )(func)
+    func = click.option(
+        "--key",
+        envvar="SUANLI_API_KEY",
+        default="",
+        show_envvar=True,
+        help="API key of the account to act as.",
+    )(func)
+    func = click.option(
+        "--url",
+        envvar="SUANLI_URL",
+        default=DEFAULT_URL,
+        show_default=True,
+        show_envvar=True,
+        help="Address of the gateway.",
+    )(func)
+    return func
+
+
+def run(coro: Coroutine[Any, Any, T], as_json: bool = False) -> T:
+    """Run a command's coroutine; turn SDK errors into messages and exit codes."""
+    # The SDK's connection log is for services; at a terminal only warnings show.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    try:
+        return asyncio.run(coro)
+    except Refused as exc:
+        _fail(EXIT_REFUSED, exc.code, exc.text, as_json)
+    except AuthFailed as exc:
+        _fail(EXIT_UNREACHABLE, "AUTH_FAILED", str(exc), as_json)
+    except (aiohttp.ClientError, OSError, SuanliError) as exc:
+        _fail(EXIT_UNREACHABLE, "UNREACHABLE", f"{type(exc).__name__}: {exc}", as_json)
+    raise AssertionError("unreachable")
+
+
+def _fail(code: int, reason: str, text: str, as_json: bool) -> None:
+    if as_json:
+        click.echo(msgspec.json.encode({"ok": False, "error": reason, "text": text}).decode())
+    else:
+        _err.print(f"[red]error[/red] {reason}: {text}", highlight=False)
+    sys.exit(code)
+
+
+async def with_client(
+    url: str, key: str, work: Callable[[Client], Awaitable[T]], *, reconnect: bool = False
+) -> T:
+    client = Client(
+        url,
+        key,
+        reconnect=reconnect,
+        backoff=Backoff(initial=0.2, maximum=2.0),
+        name="cli",
+    )
+    async with client:
+        return await work(client)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(msgspec.json.encode(data).decode())
+
+
+def yuan(fen: int) -> str:
+    """Fen as CNY with two decimals, exactly."""
+    sign = "-" if fen < 0 else ""
+    whole, part = divmod(abs(fen), 100)
+    return f"{sign}{whole:,}.{part:02d}"
+
+
+def parse_price(text: str) -> int:
+    """CNY per GPU-hour (``18.05``) to fen, exactly; refuses fractions of a fen."""
+    try:
+        value = Decimal(text) * 100
+    except InvalidOperation:
+        raise click.BadParameter(f"{text!r} is not a price in CNY, e.g. 18.05") from None
+    if value != value.to_integral_value():
+        raise click.BadParameter(f"{text} is not a whole number of fen")
+    return int(value)
+
+
+def _ns_time(ts: int) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(ts // 10**9)) if ts else ""
+
+
+def report_table(reports: list[p.ExecutionReport], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("order", "client id", "instrument", "side", "price", "qty", "filled", "left"):
+        table.add_column(column, justify="right" if column in ("price", "qty") else "left")
+    table.add_column("last fill", justify="right")
+    table.add_column("status")
+    table.add_column("reason")
+    for r in reports:
+        table.add_row(
+            str(r.order_id),
+            r.client_order_id,
+            r.instrument_id,
+            r.side.value if r.side else "",
+            yuan(r.price),
+            str(r.qty),
+            str(r.cum_qty),
+            str(r.leaves_qty),
+            f"{r.last_qty} @ {yuan(r.last_price)}" if r.last_qty else "",
+            f"{r.exec_type.value}/{r.ord_status.value}",
+            r.reason,
+        )
+    return table
+
+
+# --- serve / demo -------------------------------------------------------------------
+
+
+def _gateway_args(
+    config: str | None, host: str | None, port: int | None, data_dir: str | None
+) -> list[str]:
+    args: list[str] = []
+    if config:
+        args += ["--config", config]
+    if host:
+        args += ["--host", host]
+    if port is not None:
+        args += ["--port", str(port)]
+    if data_dir is not None:
+        args += ["--data-dir", data_dir]
+    return args
+
+
+def _server_options(func: F) -> F:
+    func = click.option("--data-dir", help="Durable store directory ('' keeps state in memory).")(
+        func
+    )
+    func = click.option("--port", type=int, help="Port to listen on (default 8080).")(func)
+    func = click.option("--host", help="Address to listen on (default 127.0.0.1).")(func)
+    func = click.option(
+        "--config", type=click.Path(dir_okay=False), help="TOML or JSON configuration file."
+    )(func)
+    return func
+
+
+@click.command()
+@_server_options
+def serve(config: str | None, host: str | None, port: int | None, data_dir: str | None) -> None:
+    """Run the exchange gateway (WebSocket and HTTP) until Ctrl-C.
+
+    Settings come from --config and the SUANLI_* environment variables
+    (docs/operator-guide.md).
+
+    \b
+    Example:
+      suanli serve --config suanli.toml --port 8080
+    """
+    from gateway.__main__ import main as gateway_main
+
+    sys.exit(gateway_main(_gateway_args(config, host, port, data_dir)))
+
+
+@click.command()
+@_server_options
+def demo(config: str | None, host: str | None, port: int | None, data_dir: str | None) -> None:
+    """Run the gateway with the seeded demo market, and print its demo API keys.
+
+    \b
+    Example:
+      suanli demo                # then, in another terminal:
+      suanli book H800-SUZHOU-STATE-W1
+    """
+    from gateway.__main__ import main as gateway_main
+
+    sys.exit(gateway_main(["--demo", *_gateway_args(config, host, port, data_dir)]))
+
+
+# --- book -----------------------------------------------------------------------------
+
+
+def _book_view(
+    book: LocalBook, ticker: p.Ticker | None, trades: deque[p.PublicTrade], depth: int
+) -> Group:
+    levels = Table(title=f"{book.instrument_id}   seq {book.seq}", title_justify="left")
+    levels.add_column("bid qty", justify="right", style="green")
+    levels.add_column("bid", justify="right", style="green")
+    levels.add_column("ask", justify="right", style="red")
+    levels.add_column("ask qty", justify="right", style="red")
+    bids, asks = book.bids(depth), book.asks(depth)
+    for i in range(max(len(bids), len(asks), 1)):
+        bid = bids[i] if i < len(bids) else None
+        ask = asks[i] if i < len(asks) else None
+        levels.add_row(
+            str(bid[1]) if bid else "",
+            yuan(bid[0]) if bid else "",
+            yuan(ask[0]) if ask else "",
+            str(ask[1]) if ask else "",
+        )
+    tape = Table(title="last trades", title_justify="left")
+    for column in ("time", "price", "qty", "aggressor"):
+        tape.add_column(column, justify="right")
+    for t in reversed(trades):
+        tape.add_row(
+            _ns_time(t.ts),
+            yuan(t.price),
+            str(t.qty),
+            t.aggressor.value if t.aggressor else "auction",
+        )
+    parts: list[Any] = [levels]
+    if ticker is not None:
+        parts.append(
+            Text(
+                f"{ticker.status.value}  last {yuan(ticker.last_price)}  "
+                f"24h volume {ticker.volume_24h} GPU-h  VWAP {yuan(ticker.vwap_24h)}  "
+                f"trades {ticker.trades_24h}",
+                style="bold",
+            )
+        )
+    parts.append(tape)
+    status = "in sync" if book.synced else f"resynchronising ({book.last_problem})"
+    parts.append(Text(f"book {status}; checksum {book.checksum:08x}", style="dim"))
+    return Group(*parts)
+
+
+@click.command()
+@click.argument("instrument")
+@click.option("--depth", default=10, show_default=True, help="Price levels shown per side.")
+@click.option(
+    "--seconds", type=float, default=0.0, help="Stop after this many seconds (0: until Ctrl-C)."
+)
+@connection_options
+def book(instrument: str, depth: int, seconds: float, url: str, key: str, as_json: bool) -> None:
+    """Watch INSTRUMENT's order book, last trades and ticker live, redrawn in place.
+
+    The local book checks every update's sequence number and checksum and
+    resynchronises by itself. With --json, print the verified book once and exit.
+
+    \b
+    Examples:
+      suanli book H800-SUZHOU-STATE-W1
+      suanli book H800-SUZHOU-STATE-W1 --json
+    """
+
+    async def once(client: Client) -> None:
+        async with client.book(instrument) as watcher:
+            local = await watcher.synced()
+            emit_json(
+                {
+                    "instrument_id": instrument,
+                    "seq": local.seq,
+                    "checksum": local.checksum,
+                    "bids": local.bids(depth),
+                    "asks": local.asks(depth),
+                }
+            )
+
+    async def live(client: Client) -> None:
+        trades: deque[p.PublicTrade] = deque(maxlen=12)
+        latest: list[p.Ticker] = []
+        async with (
+            client.book(instrument) as watcher,
+            client.trades(instrument) as tape,
+            client.ticker(instrument) as ticks,
+        ):
+            local = await watcher.synced()
+
+            async def follow_trades() -> None:
+                async for t in tape:
+                    trades.append(t)
+
+            async def follow_ticker() -> None:
+                async for t in ticks:
+                    latest[:] = [t]
+
+            followers = [asyncio.create_task(follow_trades()), asyncio.create_task(follow_ticker())]
+            loop = asyncio.get_running_loop()
+            stop_at = loop.time() + seconds if seconds else None
+            try:
+                with Live(console=_out, auto_refresh=False, transient=False) as screen:
+                    while stop_at is None or loop.time() < stop_at:
+                        screen.update(
+                            _book_view(local, latest[0] if latest else None, trades, depth),
+                            refresh=True,
+                        )
+                        await asyncio.sleep(0.25)
+            finally:
+                for task in followers:
+                    task.cancel()
+
+    if as_json:
+        run(with_client(url, key, once), as_json)
+    else:
+        with contextlib.suppress(KeyboardInterrupt):
+            run(with_client(url, key, live, reconnect=True))
+
+
+# --- orders -------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("instrument")
+@click.argument("side", type=click.Choice(["buy", "sell"], case_sensitive=False))
+@click.argument("qty", type=int)
+@click.argument("price", required=False, default="0")
+@click.option(
+    "--type",
+    "order_type",
+    type=click.Choice([t.value for t in OrderType], case_sensitive=False),
+    default="LIMIT",
+    show_default=True,
+)
+@click.option(
+    "--tif",
+    type=click.Choice([t.value for t in TimeInForce], case_sensitive=False),
+    default="GTC",
+    show_default=True,
+    help="Time in force.",
+)
+@click.option("--expire-at", type=int, default=0, help="GTD expiry, ns since the epoch.")
+@click.option("--post-only", is_flag=True, help="Refuse the order if it would trade at once.")
+@click.option("--min-qty", type=int, default=0, help="Minimum acceptable fill on entry, GPU-hours.")
+@click.option("--voucher", "voucher_id", type=int, default=0, help="Pay part with this voucher.")
+@click.option(
+    "--stp",
+    type=click.Choice([s.value for s in SelfTradePrevention], case_sensitive=False),
+    default=SelfTradePrevention.CANCEL_RESTING.value,
+    help="Self-trade prevention.",
+)
+@click.option("--client-order-id", "coid", default="", help="Your id; makes a retry idempotent.")
+@connection_options
+def order(
+    instrument: str,
+    side: str,
+    qty: int,
+    price: str,
+    order_type: str,
+    tif: str,
+    expire_at: int,
+    post_only: bool,
+    min_qty: int,
+    voucher_id: int,
+    stp: str,
+    coid: str,
+    url: str,
+    key: str,
+    as_json: bool,
+) -> None:
+    """Place an order: SIDE QTY GPU-hours of INSTRUMENT at PRICE CNY per GPU-hour.
+
+    Prints the execution reports that arrive at once (accepted, fills, an IOC
+    remainder cancelled). A rejection exits 1 with the exchange's reason code.
+
+    \b
+    Examples:
+      suanli order H800-SUZHOU-STATE-W1 buy 64 18.05 --voucher 1
+      suanli order H20-SHANGHAI-COMM-W1 sell 80 7.20 --post-only --json
+      suanli order H800-SUZHOU-STATE-W1 buy 16 --type MARKET --tif IOC
+    """
+    fen = parse_price(price)
+
+    async def work(client: Client) -> list[p.ExecutionReport]:
+        async with client.private() as private:
+            first = await client.place_order(
+                instrument,
+                Side(side.upper()),
+                qty,
+                fen,
+                order_type=OrderType(order_type.upper()),
+                tif=TimeInForce(tif.upper()),
+                expire_at=expire_at,
+                post_only=post_only,
+                min_qty=min_qty,
+                stp=SelfTradePrevention(stp.upper()),
+                voucher_id=voucher_id,
+                client_order_id=coid,
+            )
+            await client.ping()  # every report of this order's entry came before the pong
+            reports = [
+                m
+                for m in private.pending()
+                if isinstance(m, p.ExecutionReport) and m.order_id == first.order_id
+            ]
+            return reports or [first]
+
+    reports = run(with_client(url, key, work), as_json)
+    if as_json:
+        emit_json(reports)
+    else:
+        _out.print(report_table(reports, "execution reports"))
+
+
+@click.command()
+@click.argument("order_id", type=int, required=False, default=0)
+@click.option("--client-order-id", "coid", default="", help="Cancel by your client order id.")
+@click.option("--all", "cancel_all", is_flag=True, help="Cancel every open order.")
+@click.option("--instrument", default="", help="With --all: only on this instrument.")
+@connection_options
+def cancel(
+    order_id: int,
+    coid: str,
+    cancel_all: bool,
+    instrument: str,
+    url: str,
+    key: str,
+    as_json: bool,
+) -> None:
+    """Cancel an order by ORDER_ID or --client-order-id, or all of them with --all.
+
+    \b
+    Examples:
+      suanli cancel 42
+      suanli cancel --client-order-id my-order-7
+      suanli cancel --all --instrument H800-SUZHOU-STATE-W1 --json
+    """
+    if not cancel_all and not order_id and not coid:
+        raise click.UsageError("give ORDER_ID, --client-order-id or --all")
+
+    async def work(client: Client) -> Any:
+        if cancel_all:
+            return await client.cancel_all(instrument)
+        return await client.cancel_order(order_id, client_order_id=coid)
+
+    result = run(with_client(url, key, work), as_json)
+    if as_json:
+        emit_json(result)
+    elif isinstance(result, p.CancelAllDone):
+        _out.print(f"cancelled {result.cancelled} orders")
+    else:
+        _out.print(report_table([result], "cancelled"))
+
+
+@click.command()
+@click.argument("order_id", type=int, required=False, default=0)
+@click.option("--client-order-id", "coid", default="", help="Amend by your client order id.")
+@click.option("--qty", type=int, default=None, help="New total quantity, GPU-hours.")
+@click.option("--price", default=None, help="New price, CNY per GPU-hour.")
+@connection_options
+def amend(
+    order_id: int,
+    coid: str,
+    qty: int | None,
+    price: str | None,
+    url: str,
+    key: str,
+    as_json: bool,
+) -> None:
+    """Change an open order's quantity and/or price.
+
+    Only a smaller quantity at the same price keeps the order's place in the queue.
+
+    \b
+    Examples:
+      suanli amend 42 --qty 32
+      suanli amend --client-order-id my-order-7 --price 17.90 --json
+    """
+    if not order_id and not coid:
+        raise click.UsageError("give ORDER_ID or --client-order-id")
+    if qty is None and price is None:
+        raise click.UsageError("give --qty and/or --price")
+    fen = parse_price(price) if price is not None else None
+
+    async def work(client: Client) -> p.ExecutionReport:
+        return await client.amend_order(order_id, client_order_id=coid, qty=qty, price=fen)
+
+    result = run(with_client(url, key, work), as_json)
+    if as_json:
+        emit_json(result)
+    else:
+        _out.print(report_table([result], "amended"))
+
+
+@click.command()
+@click.option("--instrument", default="", help="Only orders on this instrument.")
+@connection_options
+def orders(instrument: str, url: str, key: str, as_json: bool) -> None:
+    """List the account's open orders (an operator: everyone's).
+
+    \b
+    Example:
+      suanli orders --instrument H800-SUZHOU-STATE-W1
+    """
+    result = run(with_client(url, key, lambda c: c.open_orders(instrument)), as_json)
+    if as_json:
+        emit_json(result)
+    else:
+        _out.print(report_table(result, f"{len(result)} open orders"))
+
+
+# --- records ----------------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--account", default="", help="Operators: another account, or 'all'.")
+@connection_options
+def balances(account: str, url: str, key: str, as_json: bool) -> None:
+    """Show cash (free and reserved), capacity and holdings of the account.
+
+    \b
+    Examples:
+      suanli balances
+      suanli balances --account all --json     # operators
+    """
+
+    async def work(client: Client) -> list[p.Balance]:
+        if account == "all":
+            return await client.all_balances()
+        return [await client.balances(account)]
+
+    result = run(with_client(url, key, work), as_json)
+    if as_json:
+        emit_json(result if account == "all" else result[0])
+        return
+    table = Table(title="balances", title_justify="left")
+    for column in ("account", "role", "cash CNY", "reserved CNY", "capacity", "holdings"):
+        table.add_column(column)
+    for b in result:
+        capacity = ", ".join(
+            f"{i}: {q} free / {b.capacity_reserved.get(i, 0)} reserved / "
+            f"{b.capacity_sold.get(i, 0)} sold"
+            for i, q in sorted(b.capacity.items())
+        )
+        holdings = ", ".join(f"{i}: {q}" for i, q in sorted(b.holdings.items()))
+        table.add_row(
+            b.account_id, b.role.value, yuan(b.cash), yuan(b.cash_reserved), capacity, holdings
+        )
+    _out.print(table)
+
+
+@click.command()
+@connection_options
+def vouchers(url: str, key: str, as_json: bool) -> None:
+    """Show the vouchers the account holds (start-ups) or has issued (issuers).
+
+    \b
+    Example:
+      suanli vouchers --json
+    """
+    result = run(with_client(url, key, lambda c: c.vouchers()), as_json)
+    if as_json:
+        emit_json(result)
+        return
+    table = Table(title="vouchers", title_justify="left")
+    for column in ("id", "programme", "issuer", "holder", "amount", "free", "reserved", "spent"):
+        table.add_column(column, justify="right" if column in ("amount", "free") else "left")
+    for v in result:
+        table.add_row(
+            str(v.voucher_id),
+            v.programme_id,
+            v.issuer,
+            v.holder,
+            yuan(v.amount),
+            yuan(v.balance),
+            yuan(v.reserved),
+            yuan(v.spent),
+        )
+    _out.print(table)
+
+
+@click.command()
+@connection_options
+def contracts(url: str, key: str, as_json: bool) -> None:
+    """Show the compute contracts the account bought or sold, with cash and voucher parts.
+
+    \b
+    Example:
+      suanli contracts
+    """
+    result = run(with_client(url, key, lambda c: c.contracts()), as_json)
+    if as_json:
+        emit_json(result)
+        return
+    table = Table(title="compute contracts", title_justify="left")
+    for column in (
+        "id",
+        "instrument",
+        "buyer",
+        "seller",
+        "price",
+        "GPU-h",
+        "cash",
+        "voucher",
+        "claim",
+    ):
+        table.add_column(column)
+    for c in result:
+        table.add_row(
+            str(c.contract_id),
+            c.instrument_id,
+            c.buyer,
+            c.seller,
+            yuan(c.price),
+            str(c.qty),
+            yuan(c.cash),
+            yuan(c.voucher),
+            str(c.claim_id or ""),
+        )
+    _out.print(table)
+
+
+COMMANDS = (serve, demo, book, order, cancel, amend, orders, balances, vouchers, contracts)
+
+
+def register(group: click.Group) -> None:
+    """Add these commands to the ``suanli`` group."""
+    for command in COMMANDS:
+        group.add_command(command)

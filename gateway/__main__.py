@@ -1,0 +1,131 @@
+"""Run the gateway.
+
+    python -m gateway --demo                 # seeded demo market on 127.0.0.1:8080
+    python -m gateway --config suanli.toml   # production-style: file + SUANLI_* env
+    python -m gateway --schema               # print docs/protocol.schema.json
+
+SIGTERM or SIGINT stops it gracefully: no new connections, every WebSocket is
+closed with 1001, the exchange finishes its queue and the journal is closed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import msgspec
+import structlog
+from aiohttp import web
+
+from gateway import demo
+from gateway.app import Seed, create_app
+from gateway.config import BootstrapKey, GatewayConfig, load_config
+from gateway.protocol import json_schema_text
+
+DEMO_DATA_DIR = "var/demo"
+
+
+def configure_logging(level: str, as_json: bool) -> None:
+    """structlog to stderr, one JSON object a line (or readable text)."""
+    numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    logging.basicConfig(level=numeric, stream=sys.stderr, format="%(message)s")
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+def use_event_loop(choice: str) -> str:
+    """Install uvloop's event loop when asked (or on ``auto``, when installed)."""
+    if choice == "asyncio":
+        return "asyncio"
+    try:
+        import uvloop  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        if choice == "uvloop":
+            raise
+        return "asyncio"
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop"
+
+
+def demo_config(base: GatewayConfig, data_dir: str) -> GatewayConfig:
+    keys = [BootstrapKey(account_id=a, key=demo.demo_key(a)) for a in demo.demo_accounts()]
+    return msgspec.structs.replace(
+        base, demo=True, data_dir=data_dir, api_keys=[*base.api_keys, *keys]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", type=Path, help="TOML or JSON configuration file")
+    parser.add_argument("--demo", action="store_true", help="seed and serve the demo market")
+    parser.add_argument("--host", help="override the configured host")
+    parser.add_argument("--port", type=int, help="override the configured port")
+    parser.add_argument(
+        "--data-dir", help=f"durable store directory (demo default: {DEMO_DATA_DIR}; '' = memory)"
+    )
+    parser.add_argument("--schema", action="store_true", help="print the protocol JSON schema")
+    args = parser.parse_args(argv)
+    if args.schema:
+        sys.stdout.write(json_schema_text())
+        return 0
+    config = load_config(args.config)
+    if args.host:
+        config = msgspec.structs.replace(config, host=args.host)
+    if args.port is not None:
+        config = msgspec.structs.replace(config, port=args.port)
+    if args.data_dir is not None:
+        config = msgspec.structs.replace(config, data_dir=args.data_dir)
+    seed: Seed | None = None
+    if args.demo or config.demo:
+        data_dir = (
+            config.data_dir if args.data_dir is not None or config.data_dir else DEMO_DATA_DIR
+        )
+        config = demo_config(config, data_dir)
+        seed = demo.demo_commands
+    configure_logging(config.log_level, config.log_json)
+    loop_name = use_event_loop(config.event_loop)
+    app = create_app(config, seed=seed)
+    url = f"http://{config.host}:{config.port}"
+
+    async def announce(_: web.Application) -> None:
+        lines = [
+            f"Suanli gateway on {url}  (WebSocket {url.replace('http', 'ws')}/ws)",
+            f"state: {'data dir ' + config.data_dir if config.data_dir else 'in memory only'}"
+            f"; event loop: {loop_name}",
+        ]
+        if seed is not None:
+            lines.append("demo API keys (send as {'type': 'auth', 'key': ...}):")
+            lines.extend(f"  {a:18} {demo.demo_key(a)}" for a in demo.demo_accounts())
+        print("\n".join(lines), flush=True)
+
+    app.on_startup.append(announce)
+    web.run_app(
+        app,
+        host=config.host,
+        port=config.port,
+        shutdown_timeout=config.shutdown_timeout,
+        access_log=None,
+        print=None,
+        handle_signals=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

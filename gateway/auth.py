@@ -1,0 +1,189 @@
+"""API keys and what each role may ask.
+
+A key looks like ``sk_<key_id>_<secret>``. The gateway stores only the key id,
+the account, a random per-key salt and ``sha256(salt + secret)``; the secret
+itself is shown once, when the key is issued, and never logged. A fast hash is
+enough because the secret is 32 random bytes, not a password a person chose:
+there is nothing to guess. Comparison is constant-time.
+
+``KeyStore`` keeps the records in memory and, when given a path, in a JSON
+file rewritten atomically on every change, so keys issued at run time survive
+a restart.
+
+``PERMISSIONS`` says which roles may send each request; ``None`` means anyone,
+anonymous connections included. The exchange checks permissions again, so a
+gap here could only ever produce a ``NOT_PERMITTED`` rejection there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+from typing import Final
+
+import msgspec
+
+from exchange.reference import Role
+from gateway import protocol as p
+
+KEY_PREFIX: Final = "sk"
+
+
+class Principal(msgspec.Struct, frozen=True):
+    """Who a connection or HTTP request acts as."""
+
+    account_id: str
+    role: Role
+    key_id: str = ""
+
+
+class KeyRecord(msgspec.Struct, frozen=True, kw_only=True):
+    key_id: str
+    account_id: str
+    salt: str  # hex
+    digest: str  # hex sha256(salt + secret)
+    created_at: int  # ns
+    revoked: bool = False
+
+
+def _digest(salt: bytes, secret: str) -> str:
+    return hashlib.sha256(salt + secret.encode()).hexdigest()
+
+
+def split_key(key: str) -> tuple[str, str] | None:
+    """(key id, secret) of a well-formed key, else None."""
+    parts = key.split("_")
+    if len(parts) != 3 or parts[0] != KEY_PREFIX or not parts[1] or not parts[2]:
+        return None
+    return parts[1], parts[2]
+
+
+class KeyStore:
+    """Hashed API keys, by key id."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self.records: dict[str, KeyRecord] = {}
+        if path is not None and path.exists():
+            for record in msgspec.json.decode(path.read_bytes(), type=list[KeyRecord]):
+                self.records[record.key_id] = record
+
+    def issue(self, account_id: str, now: int, *, key_id: str = "", secret: str = "") -> str:
+        """Store a new key for ``account_id`` and return it in full (the only time)."""
+        key_id = key_id or secrets.token_hex(8)
+        secret = secret or secrets.token_urlsafe(32).replace("_", "-")
+        if key_id in self.records:
+            raise ValueError(f"key id {key_id!r} already exists")
+        if "_" in key_id or "_" in secret:
+            raise ValueError("key id and secret must not contain '_'")
+        salt = os.urandom(16)
+        self.records[key_id] = KeyRecord(
+            key_id=key_id,
+            account_id=account_id,
+            salt=salt.hex(),
+            digest=_digest(salt, secret),
+            created_at=now,
+        )
+        self._save()
+        return f"{KEY_PREFIX}_{key_id}_{secret}"
+
+    def add(self, account_id: str, key: str, now: int = 0) -> str:
+        """Store a key given in full (from config or the environment); return its id."""
+        parts = split_key(key)
+        if parts is None:
+            raise ValueError(f"malformed API key for account {account_id!r}")
+        key_id, secret = parts
+        existing = self.records.get(key_id)
+        if existing is not None:
+            if existing.account_id != account_id or not self._matches(existing, secret):
+                raise ValueError(f"key id {key_id!r} already belongs to another key")
+            return key_id
+        self.issue(account_id, now, key_id=key_id, secret=secret)
+        return key_id
+
+    def revoke(self, key_id: str) -> KeyRecord | None:
+        record = self.records.get(key_id)
+        if record is None:
+            return None
+        self.records[key_id] = msgspec.structs.replace(record, revoked=True)
+        self._save()
+        return record
+
+    def verify(self, key: str) -> tuple[str, str] | None:
+        """(account id, key id) of a valid, unrevoked key, else None."""
+        parts = split_key(key)
+        if parts is None:
+            return None
+        key_id, secret = parts
+        record = self.records.get(key_id)
+        if record is None or record.revoked or not self._matches(record, secret):
+            return None
+        return record.account_id, key_id
+
+    @staticmethod
+    def _matches(record: KeyRecord, secret: str) -> bool:
+        return hmac.compare_digest(_digest(bytes.fromhex(record.salt), secret), record.digest)
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        records = sorted(self.records.values(), key=lambda r: r.key_id)
+        tmp.write_bytes(msgspec.json.format(msgspec.json.encode(records), indent=2))
+        os.chmod(tmp, 0o600)
+        tmp.replace(self.path)
+
+
+_ANY = None
+_TRADERS = frozenset({Role.STARTUP, Role.PROVIDER})
+_OPERATOR = frozenset({Role.OPERATOR})
+
+PERMISSIONS: Final[dict[type[p.Request], frozenset[Role] | None]] = {
+    p.Auth: _ANY,
+    p.Ping: _ANY,
+    p.Subscribe: _ANY,  # private channels are checked per channel
+    p.Unsubscribe: _ANY,
+    p.NewOrder: _TRADERS,
+    p.AmendOrder: _TRADERS,
+    p.CancelOrder: _TRADERS | _OPERATOR,
+    p.CancelAll: _TRADERS | _OPERATOR,
+    p.MassStatus: _TRADERS | _OPERATOR,
+    p.OrderStatus: _TRADERS | _OPERATOR,
+    p.ListInstrument: _OPERATOR,
+    p.SetInstrumentStatus: _OPERATOR,
+    p.AdmitAccount: _OPERATOR,
+    p.RelateParties: _OPERATOR,
+    p.IssueApiKey: _OPERATOR,
+    p.RevokeApiKey: _OPERATOR,
+    p.Deposit: _OPERATOR,
+    p.Withdraw: _OPERATOR,
+    p.RegisterCapacity: frozenset({Role.PROVIDER, Role.OPERATOR}),
+    p.CreateProgramme: frozenset({Role.ISSUER}),
+    p.IssueVoucher: frozenset({Role.ISSUER}),
+    p.SettleClaim: frozenset({Role.ISSUER}),
+}
+
+CHANNEL_ROLES: Final[dict[p.Channel, frozenset[Role] | None]] = {
+    p.Channel.BOOK: _ANY,
+    p.Channel.TRADES: _ANY,
+    p.Channel.TICKER: _ANY,
+    p.Channel.STATUS: _ANY,
+    p.Channel.PRIVATE: frozenset(Role),
+    p.Channel.ORDERS: _OPERATOR,
+    p.Channel.ACCOUNTS: _OPERATOR,
+}
+
+
+def permitted(roles: frozenset[Role] | None, principal: Principal | None) -> p.ErrorCode | None:
+    """None if ``principal`` may act under ``roles``, else the error to answer."""
+    if roles is None:
+        return None
+    if principal is None:
+        return p.ErrorCode.NOT_AUTHENTICATED
+    if principal.role not in roles:
+        return p.ErrorCode.NOT_PERMITTED
+    return None

@@ -1,0 +1,207 @@
+"""Public market data derived from the core: L2 books, trades, tickers.
+
+The published book of an instrument is the top ``depth`` price levels of each
+side of ``core.books[instrument_id]``, aggregated (price, total GPU-hours). After
+each batch of commands the router calls ``refresh`` for every instrument the
+batch touched; it compares the new top levels with the published ones and, if
+anything changed, bumps the instrument's sequence number and returns the
+levels that changed (quantity 0: the level left the published book).
+
+Rules a client can rely on
+--------------------------
+* ``seq`` counts the published changes of one instrument's book, by one, from
+  the snapshot a subscriber received. A gap means a lost message: resubscribe.
+* Applying an update to the book of ``seq - 1`` gives exactly the published
+  book of ``seq`` (at most ``depth`` levels a side), so no trimming is needed.
+* ``checksum`` is ``crc32`` of the ASCII string
+  ``"<bid1 price>:<bid1 qty>,...|<ask1 price>:<ask1 qty>,..."`` over the best
+  ``checksum_depth`` levels of each side, bids best first (highest price),
+  asks best first (lowest price), as an unsigned 32-bit integer. An empty side
+  is an empty string, so an empty book hashes ``"|"``.
+* Snapshots are of the published book, never of a newer state, so the next
+  update always applies to a snapshot.
+
+Cost: a refresh reads ``2 * depth`` levels and diffs two small dicts, O(depth).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import deque
+
+from exchange.core import ExchangeCore
+from exchange.events import Trade
+from exchange.reference import InstrumentStatus, Side
+from gateway import protocol as p
+
+DAY_NS = 86_400 * 10**9
+
+Levels = list[tuple[int, int]]
+
+
+def book_checksum(bids: Levels, asks: Levels, depth: int) -> int:
+    """CRC32 of the best ``depth`` levels per side (format in the module doc)."""
+    text = (
+        ",".join(f"{price}:{qty}" for price, qty in bids[:depth])
+        + "|"
+        + ",".join(f"{price}:{qty}" for price, qty in asks[:depth])
+    )
+    return zlib.crc32(text.encode("ascii"))
+
+
+def _changes(old: Levels, new: Levels, descending: bool) -> Levels:
+    before = dict(old)
+    after = dict(new)
+    changed = [(price, qty) for price, qty in new if before.get(price) != qty]
+    changed.extend((price, 0) for price in before if price not in after)
+    changed.sort(reverse=descending)
+    return changed
+
+
+class InstrumentFeed:
+    """The published state of one instrument."""
+
+    __slots__ = (
+        "asks",
+        "bids",
+        "checksum",
+        "instrument_id",
+        "last_price",
+        "last_qty",
+        "seq",
+        "snapshot_cache",
+        "tape",
+        "trades_24h",
+        "turnover_24h",
+        "volume_24h",
+    )
+
+    def __init__(self, instrument_id: str) -> None:
+        self.instrument_id = instrument_id
+        self.seq = 0
+        self.bids: Levels = []
+        self.asks: Levels = []
+        self.checksum = zlib.crc32(b"|")
+        self.snapshot_cache: bytes | None = None
+        self.tape: deque[tuple[int, int, int]] = deque()  # (ts, price, qty), last 24 hours
+        self.volume_24h = 0
+        self.turnover_24h = 0
+        self.trades_24h = 0
+        self.last_price = 0
+        self.last_qty = 0
+
+    def prune(self, now: int) -> None:
+        tape = self.tape
+        horizon = now - DAY_NS
+        while tape and tape[0][0] <= horizon:
+            _, price, qty = tape.popleft()
+            self.volume_24h -= qty
+            self.turnover_24h -= price * qty
+            self.trades_24h -= 1
+
+
+class MarketData:
+    """Published books, trade tapes and tickers of every instrument."""
+
+    def __init__(self, core: ExchangeCore, *, depth: int = 20, checksum_depth: int = 10) -> None:
+        self.core = core
+        self.depth = depth
+        self.checksum_depth = checksum_depth
+        self.feeds: dict[str, InstrumentFeed] = {}
+        for instrument_id in core.instruments:
+            self.feed(instrument_id)
+            self.refresh(instrument_id)
+        # Seed the tapes with the last day of contracts (after a restart).
+        if core.contracts:
+            horizon = core.now - DAY_NS
+            for trade in core.contracts.values():
+                if trade.ts > horizon:
+                    self.trade(trade)
+
+    def feed(self, instrument_id: str) -> InstrumentFeed:
+        feed = self.feeds.get(instrument_id)
+        if feed is None:
+            feed = self.feeds[instrument_id] = InstrumentFeed(instrument_id)
+        return feed
+
+    def refresh(self, instrument_id: str) -> p.BookUpdate | None:
+        """Publish the core's current top levels; the update, or None if unchanged."""
+        book = self.core.books.get(instrument_id)
+        if book is None:
+            return None
+        feed = self.feed(instrument_id)
+        bids = book.depth(Side.BUY, self.depth)
+        asks = book.depth(Side.SELL, self.depth)
+        if bids == feed.bids and asks == feed.asks:
+            return None
+        bid_changes = _changes(feed.bids, bids, descending=True)
+        ask_changes = _changes(feed.asks, asks, descending=False)
+        feed.bids = bids
+        feed.asks = asks
+        feed.seq += 1
+        feed.checksum = book_checksum(bids, asks, self.checksum_depth)
+        feed.snapshot_cache = None
+        return p.BookUpdate(
+            instrument_id=instrument_id,
+            seq=feed.seq,
+            bids=bid_changes,
+            asks=ask_changes,
+            checksum=feed.checksum,
+        )
+
+    def snapshot(self, instrument_id: str) -> p.BookSnapshot:
+        feed = self.feed(instrument_id)
+        return p.BookSnapshot(
+            instrument_id=instrument_id,
+            seq=feed.seq,
+            bids=list(feed.bids),
+            asks=list(feed.asks),
+            checksum=feed.checksum,
+        )
+
+    def snapshot_bytes(self, instrument_id: str) -> bytes:
+        """The encoded snapshot, cached until the book next changes."""
+        feed = self.feed(instrument_id)
+        if feed.snapshot_cache is None:
+            feed.snapshot_cache = p.encode(self.snapshot(instrument_id))
+        return feed.snapshot_cache
+
+    def trade(self, ev: Trade) -> p.PublicTrade:
+        feed = self.feed(ev.instrument_id)
+        feed.tape.append((ev.ts, ev.price, ev.qty))
+        feed.volume_24h += ev.qty
+        feed.turnover_24h += ev.price * ev.qty
+        feed.trades_24h += 1
+        feed.last_price = ev.price
+        feed.last_qty = ev.qty
+        feed.prune(ev.ts)
+        return p.PublicTrade(
+            instrument_id=ev.instrument_id,
+            trade_id=ev.trade_id,
+            price=ev.price,
+            qty=ev.qty,
+            aggressor=ev.aggressor,
+            ts=ev.ts,
+        )
+
+    def ticker(self, instrument_id: str, now: int) -> p.Ticker:
+        feed = self.feed(instrument_id)
+        feed.prune(now)
+        inst = self.core.instruments.get(instrument_id)
+        best_bid, best_bid_qty = feed.bids[0] if feed.bids else (0, 0)
+        best_ask, best_ask_qty = feed.asks[0] if feed.asks else (0, 0)
+        return p.Ticker(
+            instrument_id=instrument_id,
+            status=inst.status if inst else InstrumentStatus.CLOSED,
+            best_bid=best_bid,
+            best_bid_qty=best_bid_qty,
+            best_ask=best_ask,
+            best_ask_qty=best_ask_qty,
+            last_price=feed.last_price or (inst.last_price if inst else 0),
+            last_qty=feed.last_qty,
+            volume_24h=feed.volume_24h,
+            turnover_24h=feed.turnover_24h,
+            vwap_24h=feed.turnover_24h // feed.volume_24h if feed.volume_24h else 0,
+            trades_24h=feed.trades_24h,
+            ts=now,
+        )

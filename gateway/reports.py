@@ -1,0 +1,383 @@
+"""The HTTP API: reference data, an account's own records, operators' reports.
+
+All answers are JSON; money is integer fen, quantities integer GPU-hours,
+times integer nanoseconds (UTC). Authenticate with ``Authorization: Bearer
+<key>`` (or ``X-API-Key``). Everything is read from the live core on the
+event loop, between batches, so each answer is one consistent state.
+
+Public
+    ``GET /api/v1/instruments``, ``/api/v1/instruments/{id}``,
+    ``/api/v1/book/{id}``, ``/api/v1/programmes``, ``/api/v1/reports/price-index``
+Any account (its own records; operators see every account's)
+    ``GET /api/v1/account``, ``/api/v1/orders``, ``/api/v1/contracts``,
+    ``/api/v1/vouchers``, ``/api/v1/claims``
+Operators
+    ``GET /api/v1/accounts``, ``/api/v1/reports/open-interest``, ``/api/v1/reports/volume``
+Operators and issuers (an issuer sees its own programmes)
+    ``GET /api/v1/reports/voucher-usage``, ``/api/v1/reports/claims``
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections import defaultdict
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from exchange.core import ExchangeCore
+from exchange.events import Trade
+from exchange.reference import Role
+from gateway import app as gw
+from gateway.auth import Principal
+from gateway.orders import OrderState
+
+_json = msgspec.json.Encoder()
+
+_DAY_NS = 86_400 * 10**9
+
+
+def _respond(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=_json.encode(body), status=status, content_type="application/json")
+
+
+def _error(status: int, code: str, text: str) -> web.HTTPException:
+    cls = {401: web.HTTPUnauthorized, 403: web.HTTPForbidden, 404: web.HTTPNotFound}[status]
+    return cls(
+        text=_json.encode({"error": code, "text": text}).decode(), content_type="application/json"
+    )
+
+
+def _core(request: web.Request) -> ExchangeCore:
+    return request.app[gw.SERVICE].core
+
+
+def _principal(request: web.Request, *roles: Role) -> Principal:
+    principal = gw.principal_of(request)
+    if principal is None:
+        raise _error(401, "NOT_AUTHENTICATED", "send an API key")
+    if roles and principal.role not in roles:
+        raise _error(403, "NOT_PERMITTED", "the account's role may not read this")
+    return principal
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/api/v1/instruments", instruments)
+    r.add_get("/api/v1/instruments/{instrument_id}", instrument)
+    r.add_get("/api/v1/book/{instrument_id}", book)
+    r.add_get("/api/v1/programmes", programmes)
+    r.add_get("/api/v1/account", account)
+    r.add_get("/api/v1/accounts", accounts)
+    r.add_get("/api/v1/orders", orders)
+    r.add_get("/api/v1/contracts", contracts)
+    r.add_get("/api/v1/vouchers", vouchers)
+    r.add_get("/api/v1/claims", claims)
+    r.add_get("/api/v1/reports/open-interest", open_interest)
+    r.add_get("/api/v1/reports/volume", volume)
+    r.add_get("/api/v1/reports/voucher-usage", voucher_usage)
+    r.add_get("/api/v1/reports/claims", claims_by_issuer)
+    r.add_get("/api/v1/reports/price-index", price_index)
+
+
+# --- reference data ---------------------------------------------------------------
+
+
+def _instrument_view(request: web.Request, instrument_id: str) -> dict[str, Any]:
+    core = _core(request)
+    inst = core.instruments[instrument_id]
+    feed = request.app[gw.ROUTER].marketdata.feed(instrument_id)
+    return {
+        "spec": inst.spec,
+        "status": inst.status,
+        "last_price": inst.last_price,
+        "volume": inst.volume,
+        "turnover": inst.turnover,
+        "trades": inst.trades,
+        "best_bid": feed.bids[0][0] if feed.bids else 0,
+        "best_ask": feed.asks[0][0] if feed.asks else 0,
+    }
+
+
+async def instruments(request: web.Request) -> web.Response:
+    core = _core(request)
+    return _respond([_instrument_view(request, i) for i in sorted(core.instruments)])
+
+
+async def instrument(request: web.Request) -> web.Response:
+    instrument_id = request.match_info["instrument_id"]
+    if instrument_id not in _core(request).instruments:
+        raise _error(404, "UNKNOWN_INSTRUMENT", f"no instrument {instrument_id!r}")
+    return _respond(_instrument_view(request, instrument_id))
+
+
+async def book(request: web.Request) -> web.Response:
+    instrument_id = request.match_info["instrument_id"]
+    if instrument_id not in _core(request).instruments:
+        raise _error(404, "UNKNOWN_INSTRUMENT", f"no instrument {instrument_id!r}")
+    return _respond(request.app[gw.ROUTER].marketdata.snapshot(instrument_id))
+
+
+async def programmes(request: web.Request) -> web.Response:
+    core = _core(request)
+    return _respond(
+        [
+            {
+                "programme_id": prog.programme_id,
+                "issuer": prog.issuer,
+                "name": prog.name,
+                "rate_state_domestic": prog.rate_state_domestic,
+                "rate_state_foreign": prog.rate_state_foreign,
+                "rate_commercial_domestic": prog.rate_commercial_domestic,
+                "rate_commercial_foreign": prog.rate_commercial_foreign,
+                "eligible_hubs": prog.eligible_hubs,
+                "cap_per_holder_year": prog.cap_per_holder_year,
+                "budget": prog.budget,
+                "issued": prog.issued,
+                "expires_at": prog.expires_at,
+                "basis": prog.basis,
+                "min_revenue": prog.min_revenue,
+                "projects": prog.projects,
+            }
+            for _, prog in sorted(core.programmes.items())
+        ]
+    )
+
+
+# --- an account's own records -------------------------------------------------------
+
+
+def _subject(request: web.Request, principal: Principal) -> str | None:
+    """The account to report on: one's own; an operator may pick any, or all (None)."""
+    if principal.role is Role.OPERATOR:
+        return request.query.get("account") or None
+    return principal.account_id
+
+
+async def account(request: web.Request) -> web.Response:
+    principal = _principal(request)
+    account_id = _subject(request, principal) or principal.account_id
+    if account_id not in _core(request).accounts:
+        raise _error(404, "UNKNOWN_ACCOUNT", f"no account {account_id!r}")
+    return _respond(request.app[gw.ROUTER].balance(account_id))
+
+
+async def accounts(request: web.Request) -> web.Response:
+    _principal(request, Role.OPERATOR)
+    router = request.app[gw.ROUTER]
+    return _respond([router.balance(a) for a in sorted(_core(request).accounts)])
+
+
+def _order_view(state: OrderState) -> dict[str, Any]:
+    return msgspec.structs.asdict(state)
+
+
+async def orders(request: web.Request) -> web.Response:
+    principal = _principal(request)
+    subject = _subject(request, principal)
+    register = request.app[gw.ROUTER].register
+    if request.query.get("status", "open") == "all":
+        states = [s for s in register.orders.values() if subject is None or s.account == subject]
+    else:
+        states = register.open_orders(subject, request.query.get("instrument_id", ""))
+    return _respond([_order_view(s) for s in states])
+
+
+async def contracts(request: web.Request) -> web.Response:
+    principal = _principal(request)
+    subject = _subject(request, principal)
+    router = request.app[gw.ROUTER]
+    return _respond(
+        [
+            router.contract(t)
+            for t in _core(request).contracts.values()
+            if subject is None or subject in (t.buyer, t.seller)
+        ]
+    )
+
+
+async def vouchers(request: web.Request) -> web.Response:
+    principal = _principal(request)
+    subject = _subject(request, principal)
+    router = request.app[gw.ROUTER]
+    return _respond(
+        [
+            router.voucher(v.voucher_id)
+            for v in _core(request).vouchers.values()
+            if subject is None or subject in (v.holder, v.issuer)
+        ]
+    )
+
+
+async def claims(request: web.Request) -> web.Response:
+    principal = _principal(request)
+    subject = _subject(request, principal)
+    router = request.app[gw.ROUTER]
+    return _respond(
+        [
+            router.claim(c.claim_id)
+            for c in _core(request).claims.values()
+            if subject is None or subject in (c.provider, c.issuer)
+        ]
+    )
+
+
+# --- reports --------------------------------------------------------------------------
+
+
+async def open_interest(request: web.Request) -> web.Response:
+    """Per instrument: GPU-hours contracted and not yet delivered, and resting interest."""
+    _principal(request, Role.OPERATOR)
+    core = _core(request)
+    contracted: dict[str, int] = defaultdict(int)
+    for trade in core.contracts.values():
+        contracted[trade.instrument_id] += trade.qty
+    resting: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for order in core.orders.values():
+        resting[order.instrument_id][0 if order.side == "BUY" else 1] += order.leaves
+    rows = []
+    for instrument_id, inst in sorted(core.instruments.items()):
+        spec = inst.spec
+        rows.append(
+            {
+                "instrument_id": instrument_id,
+                "gpu_model": spec.gpu_model,
+                "hub": spec.hub,
+                "status": inst.status,
+                "delivery_start": spec.delivery_start,
+                "delivery_end": spec.delivery_end,
+                "delivered": core.now >= spec.delivery_end,
+                "contracted_gpu_hours": contracted[instrument_id],
+                "open_interest_gpu_hours": 0
+                if core.now >= spec.delivery_end
+                else contracted[instrument_id],
+                "resting_bid_gpu_hours": resting[instrument_id][0],
+                "resting_ask_gpu_hours": resting[instrument_id][1],
+            }
+        )
+    return _respond(rows)
+
+
+async def volume(request: web.Request) -> web.Response:
+    """Per instrument: all-time and last-24-hour volume, turnover and VWAP."""
+    _principal(request, Role.OPERATOR)
+    core = _core(request)
+    md = request.app[gw.ROUTER].marketdata
+    rows = []
+    for instrument_id, inst in sorted(core.instruments.items()):
+        ticker = md.ticker(instrument_id, core.now)
+        rows.append(
+            {
+                "instrument_id": instrument_id,
+                "gpu_model": inst.spec.gpu_model,
+                "trades": inst.trades,
+                "volume_gpu_hours": inst.volume,
+                "turnover": inst.turnover,
+                "vwap": inst.turnover // inst.volume if inst.volume else 0,
+                "volume_24h": ticker.volume_24h,
+                "turnover_24h": ticker.turnover_24h,
+                "vwap_24h": ticker.vwap_24h,
+            }
+        )
+    return _respond(rows)
+
+
+def _issuer_scope(request: web.Request) -> str | None:
+    """None for an operator (every issuer), else the issuer's own id."""
+    principal = _principal(request, Role.OPERATOR, Role.ISSUER)
+    return None if principal.role is Role.OPERATOR else principal.account_id
+
+
+async def voucher_usage(request: web.Request) -> web.Response:
+    """Per programme: budget, issued, and how the issued value is used."""
+    issuer = _issuer_scope(request)
+    core = _core(request)
+    rows = []
+    for programme_id, prog in sorted(core.programmes.items()):
+        if issuer is not None and prog.issuer != issuer:
+            continue
+        held = [v for v in core.vouchers.values() if v.programme_id == programme_id]
+        rows.append(
+            {
+                "issuer": prog.issuer,
+                "programme_id": programme_id,
+                "name": prog.name,
+                "budget": prog.budget,
+                "issued": prog.issued,
+                "vouchers": len(held),
+                "holders": len({v.holder for v in held}),
+                "balance": sum(v.balance for v in held),
+                "reserved": sum(v.reserved for v in held),
+                "spent": sum(v.spent for v in held),
+                "expires_at": prog.expires_at,
+            }
+        )
+    return _respond(rows)
+
+
+async def claims_by_issuer(request: web.Request) -> web.Response:
+    """Per issuer: claims outstanding and settled, by count and fen."""
+    issuer = _issuer_scope(request)
+    core = _core(request)
+    totals: dict[str, dict[str, int]] = {}
+    for claim in core.claims.values():
+        if issuer is not None and claim.issuer != issuer:
+            continue
+        row = totals.setdefault(
+            claim.issuer,
+            {"outstanding": 0, "outstanding_amount": 0, "settled": 0, "settled_amount": 0},
+        )
+        kind = "settled" if claim.settled else "outstanding"
+        row[kind] += 1
+        row[f"{kind}_amount"] += claim.amount
+    return _respond([{"issuer": k, **v} for k, v in sorted(totals.items())])
+
+
+def _day(ts: int) -> str:
+    return datetime.datetime.fromtimestamp(ts // 10**9, tz=datetime.UTC).date().isoformat()
+
+
+def price_index_rows(core: ExchangeCore, trades: list[Trade]) -> list[dict[str, Any]]:
+    """A daily index per GPU model from executed trades: VWAP, range, volume (UTC days)."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for trade in sorted(trades, key=lambda t: (t.ts, t.trade_id)):
+        model = core.instruments[trade.instrument_id].spec.gpu_model
+        key = (_day(trade.ts), model)
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = {
+                "date": key[0],
+                "gpu_model": model,
+                "open": trade.price,
+                "high": trade.price,
+                "low": trade.price,
+                "close": trade.price,
+                "trades": 0,
+                "volume_gpu_hours": 0,
+                "turnover": 0,
+            }
+        row["high"] = max(row["high"], trade.price)
+        row["low"] = min(row["low"], trade.price)
+        row["close"] = trade.price
+        row["trades"] += 1
+        row["volume_gpu_hours"] += trade.qty
+        row["turnover"] += trade.price * trade.qty
+    out = []
+    for key in sorted(rows):
+        row = rows[key]
+        row["vwap"] = row["turnover"] // row["volume_gpu_hours"]
+        out.append(row)
+    return out
+
+
+async def price_index(request: web.Request) -> web.Response:
+    """Public: the daily price index per GPU model (``?days=N``, default 30)."""
+    core = _core(request)
+    try:
+        days = int(request.query.get("days", "30"))
+    except ValueError:
+        days = 30
+    horizon = core.now - max(days, 1) * _DAY_NS
+    trades = [t for t in core.contracts.values() if t.ts > horizon]
+    return _respond(price_index_rows(core, trades))

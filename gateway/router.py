@@ -1,0 +1,593 @@
+"""From the exchange's events to the right connections, in sequence order.
+
+The router is the service's one listener. For each command the service
+applies, in sequence order, it turns the events into wire messages and queues
+them on the sessions that may see them:
+
+* execution reports to every connection of the order's account (and to
+  operators watching the ``orders`` channel);
+* contracts and claims to the connections of their accounts that subscribed
+  to the ``private`` channel;
+* public trades and instrument status changes to their subscribers;
+* and, after each batch, the latest balance and vouchers of each account it
+  touched (one message each to ``private`` subscribers, however many commands
+  touched them), and book updates and tickers of the instruments it touched.
+
+Every message goes out from here, so a client never sees a fill before the
+acknowledgement of its order. The answer to a request must carry the request's
+``id``, so ``submit`` leaves a note keyed by the command's content before it
+queues the command; the listener takes the oldest note with the same content.
+Two equal commands are answered in the order they were queued, which is the
+order the service applies them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+import msgspec
+import structlog
+
+from exchange import commands as cmd
+from exchange.core import ExchangeCore
+from exchange.events import (
+    AccountAdmitted,
+    CapacityRegistered,
+    CashMoved,
+    ClaimSettled,
+    Event,
+    InstrumentListed,
+    InstrumentStatusChanged,
+    OrderAccepted,
+    OrderAmended,
+    OrderCancelled,
+    ProgrammeCreated,
+    Rejected,
+    Trade,
+    VoucherIssued,
+)
+from exchange.reference import Role
+from exchange.service import ExchangeService, ServiceStopped
+from gateway import protocol as p
+from gateway.marketdata import MarketData
+from gateway.metrics import Metrics
+from gateway.orders import OrderRegister, report
+from gateway.session import Session
+
+log = structlog.get_logger("gateway.router")
+
+_ORDER_COMMANDS = (cmd.CancelOrder, cmd.AmendOrder, cmd.CancelAll)
+
+
+class Origin:
+    """A request waiting for the events of its command."""
+
+    __slots__ = ("answered", "request", "session")
+
+    def __init__(self, session: Session, request: p.Request) -> None:
+        self.session = session
+        self.request = request
+        self.answered = False
+
+
+def _request_name(request: p.Request) -> str:
+    return str(request.__struct_config__.tag)
+
+
+class Router:
+    """Sessions, subscriptions, and the listener that feeds them."""
+
+    def __init__(
+        self,
+        service: ExchangeService,
+        marketdata: MarketData,
+        register: OrderRegister,
+        metrics: Metrics,
+    ) -> None:
+        self.service = service
+        self.core: ExchangeCore = service.core
+        self.marketdata = marketdata
+        self.register = register
+        self.metrics = metrics
+        self.sessions: dict[int, Session] = {}
+        self.by_account: dict[str, set[Session]] = {}
+        self.subscribers: dict[tuple[p.Channel, str], set[Session]] = {}
+        self.private: dict[str, set[Session]] = {}  # account -> its sessions on `private`
+        self.pending: dict[bytes, deque[Origin]] = {}
+        self.touched: set[str] = set()  # instruments whose book or ticker may have changed
+        self.dirty_accounts: set[str] = set()  # balances to publish after the batch
+        self.dirty_vouchers: set[int] = set()
+        self.pending_out: list[Session] = []  # sessions with output to write after the batch
+        self._flush_handle: asyncio.Handle | None = None
+        service.add_listener(self.on_command)
+
+    # --- sessions ------------------------------------------------------------------
+
+    def notify(self, session: Session) -> None:
+        """A session has output queued: write it after the current batch (``on_pending``)."""
+        self.pending_out.append(session)
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
+
+    def attach(self, session: Session) -> None:
+        self.sessions[session.conn_id] = session
+
+    def authenticated(self, session: Session) -> None:
+        """A session logged in: its reports, and its private channel, start now.
+
+        Every authenticated connection starts on the ``private`` channel (with no
+        snapshot); a connection that only enters orders may unsubscribe from it.
+        """
+        assert session.principal is not None
+        account_id = session.principal.account_id
+        self.by_account.setdefault(account_id, set()).add(session)
+        session.subscriptions.add((p.Channel.PRIVATE, ""))
+        self.private.setdefault(account_id, set()).add(session)
+
+    def detach(self, session: Session) -> None:
+        self.sessions.pop(session.conn_id, None)
+        if session.principal is not None:
+            sessions = self.by_account.get(session.principal.account_id)
+            if sessions is not None:
+                sessions.discard(session)
+                if not sessions:
+                    del self.by_account[session.principal.account_id]
+        for channel, instrument_id in list(session.subscriptions):
+            self.unsubscribe(session, channel, instrument_id)
+
+    def subscribe(self, session: Session, channel: p.Channel, instrument_id: str) -> None:
+        """Add a subscription; queue its snapshot (the state the next update follows)."""
+        key = (channel, instrument_id)
+        session.subscriptions.add(key)
+        if channel is p.Channel.PRIVATE:
+            assert session.principal is not None
+            self._subscribe_private(session, session.principal.account_id)
+            return
+        self.subscribers.setdefault(key, set()).add(session)
+        md = self.marketdata
+        match channel:
+            case p.Channel.BOOK:
+                session.send(md.snapshot_bytes(instrument_id))
+            case p.Channel.TICKER:
+                session.send_message(md.ticker(instrument_id, self.core.now))
+            case p.Channel.STATUS:
+                for inst in self.core.instruments.values():
+                    session.send_message(p.InstrumentInfo(spec=inst.spec, status=inst.status))
+            case p.Channel.ORDERS:
+                for state in self.register.open_orders(None):
+                    session.send_message(report(state, p.ExecType.ORDER_STATUS))
+            case p.Channel.ACCOUNTS:
+                for account_id in sorted(self.core.accounts):
+                    session.send_message(self.balance(account_id))
+            case _:
+                pass
+
+    def _subscribe_private(self, session: Session, account_id: str) -> None:
+        """Balance, vouchers and open claims now; every change from now on."""
+        self.private.setdefault(account_id, set()).add(session)
+        core = self.core
+        if account_id in core.accounts:
+            session.send_message(self.balance(account_id))
+        for voucher in core.vouchers.values():
+            if account_id in (voucher.holder, voucher.issuer):
+                session.send_message(self.voucher(voucher.voucher_id))
+        for claim in core.claims.values():
+            if not claim.settled and account_id in (claim.provider, claim.issuer):
+                session.send_message(self.claim(claim.claim_id))
+
+    def unsubscribe(self, session: Session, channel: p.Channel, instrument_id: str) -> bool:
+        key = (channel, instrument_id)
+        if key not in session.subscriptions:
+            return False
+        session.subscriptions.discard(key)
+        if channel is p.Channel.PRIVATE:
+            assert session.principal is not None
+            sessions = self.private.get(session.principal.account_id)
+            if sessions is not None:
+                sessions.discard(session)
+                if not sessions:
+                    del self.private[session.principal.account_id]
+            return True
+        subscribers = self.subscribers.get(key)
+        if subscribers is not None:
+            subscribers.discard(session)
+        return True
+
+    # --- requests --------------------------------------------------------------------
+
+    async def submit(self, session: Session, request: p.Request, command: cmd.Command) -> None:
+        """Send a command to the exchange; its answer reaches ``session`` from the listener."""
+        key = msgspec.msgpack.encode(command)
+        origin = Origin(session, request)
+        queue = self.pending.get(key)
+        if queue is None:
+            queue = self.pending[key] = deque()
+        queue.append(origin)
+        try:
+            await self.service.submit(command)
+        except ServiceStopped as exc:
+            session.send_message(
+                p.Error(id=request.id, code=p.ErrorCode.UNAVAILABLE, text=str(exc))
+            )
+        except Exception:
+            session.log.exception("command_failed", command=type(command).__name__)
+            session.send_message(
+                p.Error(
+                    id=request.id,
+                    code=p.ErrorCode.INTERNAL_ERROR,
+                    text="internal error; nothing was changed",
+                )
+            )
+        finally:
+            if not origin.answered:
+                queue = self.pending.get(key)
+                if queue is not None:
+                    if origin in queue:
+                        queue.remove(origin)
+                    if not queue:
+                        del self.pending[key]
+
+    def _take_origin(self, command: cmd.Command) -> Origin | None:
+        key = msgspec.msgpack.encode(msgspec.structs.replace(command, ts=0))
+        queue = self.pending.get(key)
+        if not queue:
+            return None
+        origin = queue.popleft()
+        if not queue:
+            del self.pending[key]
+        origin.answered = True
+        return origin
+
+    # --- the listener ---------------------------------------------------------------
+
+    def on_command(self, seq: int, command: cmd.Command, events: list[Event]) -> None:
+        """Turn one applied command's events into messages (the service listener)."""
+        origin = self._take_origin(command) if self.pending else None
+        accounts = self.dirty_accounts
+        vouchers = self.dirty_vouchers
+        register = self.register
+        metrics = self.metrics
+        cancelled = 0
+        rejected = False
+        for ev in events:
+            match ev:
+                case Trade():
+                    buy, sell = register.filled(ev)
+                    self._report(buy, origin)
+                    self._report(sell, origin)
+                    self._trade(ev)
+                    accounts.add(ev.buyer)
+                    accounts.add(ev.seller)
+                    if ev.voucher_id:
+                        vouchers.add(ev.voucher_id)
+                    metrics.trades += 1
+                    metrics.traded_gpu_hours += ev.qty
+                case OrderAccepted():
+                    self._report(register.accepted(ev), origin)
+                    accounts.add(ev.account)
+                    if ev.voucher_id:
+                        vouchers.add(ev.voucher_id)
+                    self.touched.add(ev.instrument_id)
+                    metrics.orders_accepted += 1
+                case OrderCancelled():
+                    r = register.cancelled(ev)
+                    self._report(r, origin)
+                    accounts.add(ev.account)
+                    if r is not None and r.voucher_id:
+                        vouchers.add(r.voucher_id)
+                    if ev.rested:
+                        self.touched.add(ev.instrument_id)
+                    cancelled += 1
+                case OrderAmended():
+                    r = register.amended(ev)
+                    self._report(r, origin)
+                    accounts.add(ev.account)
+                    if r is not None and r.voucher_id:
+                        vouchers.add(r.voucher_id)
+                    self.touched.add(ev.instrument_id)
+                case Rejected():
+                    rejected = True
+                    metrics.rejections[ev.reason] += 1
+                    self._rejected(ev, command, origin)
+                case InstrumentListed():
+                    self.marketdata.feed(ev.spec.instrument_id)
+                    inst = self.core.instruments[ev.spec.instrument_id]
+                    self._publish(
+                        (p.Channel.STATUS, ""), p.InstrumentInfo(spec=inst.spec, status=inst.status)
+                    )
+                case InstrumentStatusChanged():
+                    self._publish(
+                        (p.Channel.STATUS, ""),
+                        p.InstrumentStatusChange(
+                            instrument_id=ev.instrument_id,
+                            status=ev.status,
+                            previous=ev.previous,
+                            ts=ev.ts,
+                        ),
+                    )
+                    self.touched.add(ev.instrument_id)
+                case CashMoved():
+                    accounts.add(ev.account_id)
+                case CapacityRegistered():
+                    accounts.add(ev.provider)
+                case VoucherIssued():
+                    accounts.add(ev.issuer)
+                    vouchers.add(ev.voucher_id)
+                case ClaimSettled():
+                    accounts.add(ev.provider)
+                    self._claim(ev.claim_id)
+                case AccountAdmitted():
+                    accounts.add(ev.account_id)
+                case _:
+                    pass
+        if origin is not None and not rejected:
+            self._answer(origin, command, events, cancelled)
+        if self._flush_handle is None and (self.touched or accounts or vouchers):
+            self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
+
+    def _sessions_of(self, account: str) -> set[Session]:
+        return self.by_account.get(account, set())
+
+    def _report(self, r: p.ExecutionReport | None, origin: Origin | None) -> None:
+        if r is None:
+            return
+        if origin is not None and not self._may_see(origin.session, r.account):
+            origin = None  # a counterparty's fill: not the requester's business
+        targets = self._sessions_of(r.account)
+        watchers = self.subscribers.get((p.Channel.ORDERS, ""))
+        if watchers:
+            targets = targets | watchers
+        origin_session = origin.session if origin is not None else None
+        plain: bytes | None = None
+        for session in targets:
+            if session is origin_session:
+                continue
+            if plain is None:
+                plain = p.encode(r)
+            session.send(plain)
+        if origin is not None:
+            origin.session.send(p.encode(msgspec.structs.replace(r, id=origin.request.id)))
+
+    @staticmethod
+    def _may_see(session: Session, account: str) -> bool:
+        principal = session.principal
+        return principal is not None and (
+            principal.account_id == account or principal.role is Role.OPERATOR
+        )
+
+    def _rejected(self, ev: Rejected, command: cmd.Command, origin: Origin | None) -> None:
+        request_id = origin.request.id if origin is not None else None
+        message: p.ServerMessage
+        if isinstance(command, cmd.NewOrder):
+            r = OrderRegister.rejected(ev, command)
+            message = msgspec.structs.replace(r, id=request_id)
+            watchers = self.subscribers.get((p.Channel.ORDERS, ""))
+            if watchers:
+                plain = p.encode(r)
+                for session in watchers:
+                    if origin is None or session is not origin.session:
+                        session.send(plain)
+        elif isinstance(command, _ORDER_COMMANDS):
+            message = p.CancelReject(
+                id=request_id,
+                request=_request_name(origin.request) if origin else type(command).__name__,
+                order_id=ev.order_id,
+                client_order_id=ev.client_order_id,
+                reason=ev.reason,
+                text=p.REASON_TEXT.get(ev.reason, ev.reason),
+            )
+        else:
+            message = p.Rejected(
+                id=request_id,
+                request=_request_name(origin.request) if origin else type(command).__name__,
+                reason=ev.reason,
+                text=p.REASON_TEXT.get(ev.reason, ev.reason),
+            )
+        if origin is not None:
+            origin.session.send_message(message)
+        elif isinstance(command, cmd.NewOrder):
+            for session in self._sessions_of(ev.actor):
+                session.send_message(message)
+
+    def _answer(
+        self, origin: Origin, command: cmd.Command, events: list[Event], cancelled: int
+    ) -> None:
+        request = origin.request
+        result: dict[str, int | str] = {}
+        match command:
+            case cmd.NewOrder() | cmd.CancelOrder() | cmd.AmendOrder():
+                return  # the execution reports were the answer
+            case cmd.CancelAll():
+                origin.session.send_message(
+                    p.CancelAllDone(
+                        id=request.id, instrument_id=command.instrument_id, cancelled=cancelled
+                    )
+                )
+                return
+            case cmd.Deposit() | cmd.Withdraw():
+                result = {"account_id": command.account_id}
+                result["cash"] = self.core.accounts[command.account_id].cash
+            case cmd.RegisterCapacity():
+                result = {"provider": command.provider, "instrument_id": command.instrument_id}
+                result["capacity"] = self.core.accounts[command.provider].capacity.get(
+                    command.instrument_id, 0
+                )
+            case cmd.AdmitAccount():
+                result = {"account_id": command.account_id}
+            case cmd.ListInstrument():
+                result = {"instrument_id": command.spec.instrument_id}
+            case cmd.SetInstrumentStatus():
+                inst = self.core.instruments[command.instrument_id]
+                result = {"instrument_id": command.instrument_id, "status": inst.status.value}
+            case _:
+                pass
+        for ev in events:
+            match ev:
+                case VoucherIssued():
+                    result["voucher_id"] = ev.voucher_id
+                case ProgrammeCreated():
+                    result["programme_id"] = ev.programme_id
+                case ClaimSettled():
+                    result["claim_id"] = ev.claim_id
+                    result["amount"] = ev.amount
+                case _:
+                    pass
+        origin.session.send_message(
+            p.Ack(id=request.id, request=_request_name(request), result=result)
+        )
+
+    # --- private data ---------------------------------------------------------------
+
+    def _deliver(self, accounts: tuple[str, ...], message: p.ServerMessage) -> None:
+        data: bytes | None = None
+        seen: set[Session] = set()
+        private = self.private
+        for account in accounts:
+            for session in private.get(account, ()):
+                if session in seen:
+                    continue
+                seen.add(session)
+                if data is None:
+                    data = p.encode(message)
+                session.send(data)
+
+    def balance(self, account_id: str) -> p.Balance:
+        a = self.core.accounts[account_id]
+        return p.Balance(
+            account_id=account_id,
+            role=a.role,
+            cash=a.cash,
+            cash_reserved=a.cash_reserved,
+            capacity=dict(a.capacity),
+            capacity_reserved=dict(a.capacity_reserved),
+            capacity_sold=dict(a.capacity_sold),
+            holdings=dict(a.holdings),
+            ts=self.core.now,
+        )
+
+    def _balance(self, account_id: str) -> None:
+        sessions = self.private.get(account_id, set())
+        watchers = self.subscribers.get((p.Channel.ACCOUNTS, ""))
+        if not sessions and not watchers:
+            return
+        data = p.encode(self.balance(account_id))
+        for session in sessions | watchers if watchers else sessions:
+            session.send(data)
+
+    def voucher(self, voucher_id: int) -> p.VoucherBalance:
+        v = self.core.vouchers[voucher_id]
+        return p.VoucherBalance(
+            voucher_id=v.voucher_id,
+            programme_id=v.programme_id,
+            issuer=v.issuer,
+            holder=v.holder,
+            amount=v.amount,
+            balance=v.balance,
+            reserved=v.reserved,
+            spent=v.spent,
+            expires_at=v.expires_at,
+            ts=self.core.now,
+        )
+
+    def _voucher(self, voucher_id: int) -> None:
+        v = self.core.vouchers.get(voucher_id)
+        if v is not None:
+            self._deliver((v.holder, v.issuer), self.voucher(voucher_id))
+
+    def claim(self, claim_id: int) -> p.Claim:
+        c = self.core.claims[claim_id]
+        return p.Claim(
+            claim_id=c.claim_id,
+            contract_id=c.contract_id,
+            voucher_id=c.voucher_id,
+            programme_id=c.programme_id,
+            issuer=c.issuer,
+            provider=c.provider,
+            amount=c.amount,
+            settled=c.settled,
+            created_at=c.created_at,
+            settled_at=c.settled_at,
+        )
+
+    def _claim(self, claim_id: int) -> None:
+        c = self.core.claims.get(claim_id)
+        if c is not None:
+            self._deliver((c.provider, c.issuer), self.claim(claim_id))
+
+    @staticmethod
+    def contract(ev: Trade) -> p.Contract:
+        return p.Contract(
+            contract_id=ev.trade_id,
+            instrument_id=ev.instrument_id,
+            buyer=ev.buyer,
+            seller=ev.seller,
+            price=ev.price,
+            qty=ev.qty,
+            cash=ev.cash,
+            voucher=ev.voucher,
+            voucher_id=ev.voucher_id,
+            claim_id=ev.claim_id,
+            ts=ev.ts,
+        )
+
+    def _trade(self, ev: Trade) -> None:
+        self._publish((p.Channel.TRADES, ev.instrument_id), self.marketdata.trade(ev))
+        self._deliver((ev.buyer, ev.seller), self.contract(ev))
+        if ev.claim_id:
+            self._claim(ev.claim_id)
+        self.touched.add(ev.instrument_id)
+
+    # --- public data -----------------------------------------------------------------
+
+    def _publish(self, key: tuple[p.Channel, str], message: p.ServerMessage) -> None:
+        subscribers = self.subscribers.get(key)
+        if not subscribers:
+            return
+        data = p.encode(message)
+        for session in subscribers:
+            session.send(data)
+
+    def flush(self) -> None:
+        """After a batch: the latest balances and vouchers it changed, book updates,
+        tickers; then every session's queued output, one write each."""
+        self._flush_handle = None
+        for account_id in sorted(self.dirty_accounts):
+            if account_id in self.core.accounts:
+                self._balance(account_id)
+        self.dirty_accounts.clear()
+        for voucher_id in sorted(self.dirty_vouchers):
+            self._voucher(voucher_id)
+        self.dirty_vouchers.clear()
+        touched = sorted(self.touched)
+        self.touched.clear()
+        md = self.marketdata
+        now = self.core.now
+        for instrument_id in touched:
+            update = md.refresh(instrument_id)
+            if update is not None:
+                subscribers = self.subscribers.get((p.Channel.BOOK, instrument_id))
+                if subscribers:
+                    data = p.encode(update)
+                    for session in subscribers:
+                        session.send_book(instrument_id, data)
+            watchers = self.subscribers.get((p.Channel.TICKER, instrument_id))
+            if watchers:
+                data = p.encode(md.ticker(instrument_id, now))
+                for session in watchers:
+                    session.send_ticker(instrument_id, data)
+        pending = self.pending_out
+        self.pending_out = []
+        for session in pending:
+            session.write_now()
+
+    def close_all(self, code: int, reason: str = "") -> None:
+        for session in list(self.sessions.values()):
+            session.close(code, reason)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "connections": len(self.sessions),
+            "authenticated": sum(len(s) for s in self.by_account.values()),
+        }

@@ -1,0 +1,363 @@
+"""One WebSocket connection: who it is, what it may send, what waits to go out.
+
+A session owns an outbound queue. Everything sent to the client goes through
+``send`` (in order); after each batch the owner calls ``write_now``, which puts
+every queued frame into the socket in one write, and a writer task takes over
+only while the socket is backed up. Two kinds of message are conflated, so a
+slow reader gets the latest state instead of a growing backlog:
+
+* **Book updates.** While the queue holds fewer than ``outbox_soft`` messages,
+  updates are queued as they come. Beyond that, the session queues a *mark*
+  for the instrument instead, drops every further update for it, and when the
+  writer reaches the mark it sends a fresh ``book_snapshot`` of the book as
+  published at that moment. The client's next update then follows that
+  snapshot's ``seq``; it never sees a stale book.
+* **Tickers.** Only the latest ticker of an instrument waits in the queue.
+
+Messages that cannot be conflated (execution reports, trades, balances) are
+never dropped. If the queue still grows past ``outbox_hard`` while the socket
+takes no more, the consumer is hopeless: the session closes with ``4003 slow
+consumer``.
+
+Inbound, each request takes a token from a bucket (``rate_limit`` per second,
+``rate_burst`` at most); a request with no token is dropped and answered with
+``RATE_LIMITED``. Every refused frame counts as a strike; ``abuse_limit``
+strikes within ``abuse_window`` seconds close the connection with ``4002``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+import time
+from collections import deque
+from collections.abc import Callable
+
+import msgspec
+import structlog
+from aiohttp import web
+
+from gateway import protocol as p
+from gateway.auth import Principal
+from gateway.marketdata import MarketData
+
+
+class SessionLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Per-connection limits (see the module doc and docs/protocol.md)."""
+
+    rate_limit: float = 200.0
+    rate_burst: int = 400
+    max_frame_bytes: int = 64 * 1024
+    abuse_limit: int = 50
+    abuse_window: float = 60.0
+    outbox_soft: int = 256
+    outbox_hard: int = 4096
+    heartbeat_interval: float = 10.0
+    idle_timeout: float = 30.0
+    close_timeout: float = 2.0
+    socket_send_buffer: int = 0  # bytes of kernel send buffer per connection; 0: the OS default
+
+
+class TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` saved up."""
+
+    __slots__ = ("burst", "clock", "rate", "stamp", "tokens")
+
+    def __init__(
+        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.clock = clock
+        self.stamp = clock()
+
+    def take(self) -> bool:
+        now = self.clock()
+        tokens = self.tokens + (now - self.stamp) * self.rate
+        self.stamp = now
+        if tokens > self.burst:
+            tokens = self.burst
+        if tokens < 1.0:
+            self.tokens = tokens
+            return False
+        self.tokens = tokens - 1.0
+        return True
+
+
+_DRAIN_POLL = 0.01  # seconds between looks at a full transport buffer
+
+
+def text_frame_header(length: int) -> bytes:
+    """The header of an unmasked, final WebSocket text frame (RFC 6455, section 5.2).
+
+    The server writes its frames itself so that many can go out in one write;
+    compression is off, so no extension bits are ever set.
+    """
+    if length < 126:
+        return bytes((0x81, length))
+    if length < 65_536:
+        return struct.pack("!BBH", 0x81, 126, length)
+    return struct.pack("!BBQ", 0x81, 127, length)
+
+
+# A queued item: encoded bytes to send, or a conflation mark (kind, instrument id).
+_Item = bytes | tuple[str, str]
+_BOOK = "book"
+_TICKER = "ticker"
+
+
+class Session:
+    """State of one connection. Create it, ``start`` it, feed it, ``close`` it."""
+
+    def __init__(
+        self,
+        conn_id: int,
+        ws: web.WebSocketResponse,
+        limits: SessionLimits,
+        marketdata: MarketData,
+        *,
+        transport: asyncio.Transport,
+        remote: str = "",
+        on_pending: Callable[[Session], None] | None = None,
+        on_close: Callable[[Session], None] | None = None,
+    ) -> None:
+        self.conn_id = conn_id
+        self.ws = ws
+        self.limits = limits
+        self.marketdata = marketdata
+        self.remote = remote
+        self.transport = transport
+        self.principal: Principal | None = None
+        self.subscriptions: set[tuple[p.Channel, str]] = set()
+        self.log = structlog.get_logger("gateway.session").bind(conn_id=conn_id, remote=remote)
+        self.outbox: deque[_Item] = deque()
+        self.marked: set[tuple[str, str]] = set()
+        self.latest_ticker: dict[str, bytes] = {}
+        self.bucket = TokenBucket(limits.rate_limit, limits.rate_burst)
+        self.strikes: deque[float] = deque()
+        self.last_received = time.monotonic()
+        self.closing = False
+        self.close_code: int | None = None
+        self.sent = 0
+        self.conflated = 0
+        self._wake = asyncio.Event()
+        self._draining_for_close = False
+        self._pending = False  # output queued and the owner told (on_pending)
+        self._backed_up = False  # the writer task waits for the socket to drain
+        self._on_pending = on_pending
+        self._writer: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
+        self._on_close = on_close
+
+    # --- life cycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.conn_id}")
+
+    def authenticate(self, principal: Principal) -> None:
+        self.principal = principal
+        self.log = self.log.bind(account=principal.account_id, role=principal.role.value)
+
+    def close(self, code: int, reason: str = "", *, drain: bool = False) -> None:
+        """Close the connection soon with ``code``.
+
+        With ``drain`` the messages already queued go out first (an error that
+        explains the close, say); without it they are dropped.
+        """
+        if self.closing:
+            return
+        self.closing = True
+        self.close_code = code
+        if not drain:
+            self.outbox.clear()
+            self.marked.clear()
+        text = reason or p.CLOSE_REASONS.get(code, "")  # type: ignore[call-overload]
+        self.log.info("closing", code=code, reason=text)
+        self._closer = asyncio.create_task(
+            self._close(code, text, drain), name=f"ws-close-{self.conn_id}"
+        )
+        if self._on_close is not None:
+            # Later, not now: the caller may be iterating over a set of sessions.
+            asyncio.get_running_loop().call_soon(self._on_close, self)
+
+    async def _close(self, code: int, reason: str, drain: bool) -> None:
+        writer = self._writer
+        try:
+            if drain:
+                self._draining_for_close = True
+                self.write_now()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.limits.close_timeout):
+                        while self.outbox and writer is not None and not writer.done():
+                            await asyncio.sleep(_DRAIN_POLL)
+            if writer is not None:
+                writer.cancel()
+            await asyncio.wait_for(
+                self.ws.close(code=code, message=reason.encode()), self.limits.close_timeout
+            )
+        except (TimeoutError, ConnectionError, RuntimeError):
+            pass
+        finally:
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.abort()
+
+    def abandon(self) -> None:
+        """The connection is gone: stop writing and drop the queue."""
+        self.closing = True
+        self.outbox.clear()
+        self.marked.clear()
+        if self._writer is not None:
+            self._writer.cancel()
+
+    async def wait_closed(self) -> None:
+        """Wait for the writer and the closing handshake to finish."""
+        for task in (self._writer, self._closer):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    # --- outbound ----------------------------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        """Queue one encoded message; close the session if it cannot keep up."""
+        if self.closing:
+            return
+        outbox = self.outbox
+        outbox.append(data)
+        if len(outbox) > self.limits.outbox_hard and self.backed_up():
+            self.close(p.CloseCode.SLOW_CONSUMER)
+            return
+        self._queued()
+
+    def _queued(self) -> None:
+        if not self._pending:
+            self._pending = True
+            if self._on_pending is not None:
+                self._on_pending(self)
+            else:
+                asyncio.get_running_loop().call_soon(self.write_now)
+
+    def backed_up(self) -> bool:
+        """The socket takes no more: the transport's buffer is above its high-water mark.
+
+        A long queue alone is no sign of a slow reader (one batch can queue a
+        thousand reports at once); a long queue behind a full socket is.
+        """
+        transport = self.transport
+        if transport.is_closing():
+            return True
+        return transport.get_write_buffer_size() >= transport.get_write_buffer_limits()[1]
+
+    def send_message(self, message: p.ServerMessage) -> None:
+        self.send(p.encode(message))
+
+    def send_book(self, instrument_id: str, data: bytes) -> None:
+        """Queue a book update, or a conflation mark if the session is behind."""
+        if self.closing:
+            return
+        key = (_BOOK, instrument_id)
+        if key in self.marked:
+            self.conflated += 1
+            return
+        if len(self.outbox) >= self.limits.outbox_soft:
+            self.marked.add(key)
+            self.conflated += 1
+            self.outbox.append(key)
+        else:
+            self.outbox.append(data)
+        self._queued()
+
+    def send_ticker(self, instrument_id: str, data: bytes) -> None:
+        """Queue a ticker; a ticker still waiting for this instrument is replaced."""
+        if self.closing:
+            return
+        self.latest_ticker[instrument_id] = data
+        key = (_TICKER, instrument_id)
+        if key in self.marked:
+            return
+        self.marked.add(key)
+        self.outbox.append(key)
+        self._queued()
+
+    def _resolve(self, item: _Item) -> bytes:
+        """The bytes to send for a queued item (a conflation mark becomes the latest state)."""
+        if not isinstance(item, tuple):
+            return item
+        self.marked.discard(item)
+        kind, instrument_id = item
+        if kind == _BOOK:
+            if (p.Channel.BOOK, instrument_id) not in self.subscriptions:
+                return b""
+            return self.marketdata.snapshot_bytes(instrument_id)
+        return self.latest_ticker.pop(instrument_id, b"")
+
+    def write_now(self) -> None:
+        """Move queued messages into the socket, as far as it takes them, in one write.
+
+        Every message is its own WebSocket text frame, but all the frames that
+        are ready go to the transport together: one system call per connection
+        per batch, with no task switch, which is most of the cost of fan-out.
+        The owner calls this once after each batch (``on_pending`` told it
+        there was output). If the transport's buffer passes its high-water
+        mark, the rest waits in the queue (where conflation and the
+        slow-consumer limit apply) and the writer task takes over until the
+        socket drains.
+        """
+        self._pending = False
+        if self.closing and not self._draining_for_close:
+            return
+        if self._backed_up:
+            return
+        transport = self.transport
+        if transport.is_closing():
+            return
+        outbox = self.outbox
+        high = transport.get_write_buffer_limits()[1]
+        chunks: list[bytes] = []
+        count = 0
+        budget = high - transport.get_write_buffer_size()
+        while outbox and budget > 0:
+            data = self._resolve(outbox.popleft())
+            if data:
+                chunks.append(text_frame_header(len(data)))
+                chunks.append(data)
+                budget -= len(data)
+                count += 1
+        if chunks:
+            transport.write(b"".join(chunks))
+            self.sent += count
+        if outbox:
+            self._backed_up = True
+            self._wake.set()
+
+    async def _write_loop(self) -> None:
+        """While the socket is backed up: wait for it to drain, then write again."""
+        wake = self._wake
+        transport = self.transport
+        while True:
+            await wake.wait()
+            wake.clear()
+            while self._backed_up:
+                await asyncio.sleep(_DRAIN_POLL)
+                if transport.is_closing():
+                    return
+                if transport.get_write_buffer_size() < transport.get_write_buffer_limits()[0] + 1:
+                    self._backed_up = False
+                    self.write_now()
+
+    # --- inbound -----------------------------------------------------------------------
+
+    def received(self, now: float) -> None:
+        self.last_received = now
+
+    def strike(self, now: float) -> bool:
+        """Count a refused frame; True if the connection has now abused the protocol."""
+        strikes = self.strikes
+        strikes.append(now)
+        horizon = now - self.limits.abuse_window
+        while strikes and strikes[0] < horizon:
+            strikes.popleft()
+        return len(strikes) >= self.limits.abuse_limit

@@ -1,0 +1,137 @@
+"""Bad input is answered with a code and changes nothing; only abuse closes."""
+
+from __future__ import annotations
+
+import aiohttp
+import msgspec
+
+from gateway import protocol as p
+from gateway.app import SERVICE
+from tests.gateway.conftest import H100, Gateway, GatewayFactory
+from tests.market import state_digest
+
+
+def _order(request_id: int, drop: str = "", **fields: object) -> str:
+    """A new_order frame, with fields replaced or one dropped."""
+    order: dict[str, object] = {
+        "type": "new_order",
+        "id": request_id,
+        "client_order_id": "x",
+        "instrument_id": H100,
+        "side": "BUY",
+        "qty": 8,
+        "price": 1000,
+    }
+    order.update(fields)
+    order.pop(drop, None)
+    return msgspec.json.encode(order).decode()
+
+
+BAD_FRAMES: list[tuple[str, p.ErrorCode]] = [
+    ("{not json", p.ErrorCode.BAD_JSON),
+    ("", p.ErrorCode.BAD_JSON),
+    ("[1, 2]", p.ErrorCode.NOT_AN_OBJECT),
+    ('"new_order"', p.ErrorCode.NOT_AN_OBJECT),
+    ('{"id": 1}', p.ErrorCode.UNKNOWN_MESSAGE),
+    ('{"type": "buy_everything", "id": 2}', p.ErrorCode.UNKNOWN_MESSAGE),
+    (_order(3, drop="client_order_id"), p.ErrorCode.MISSING_FIELD),
+    (_order(4, qty="8"), p.ErrorCode.INVALID_FIELD),
+    (_order(5, qty=8.5), p.ErrorCode.INVALID_FIELD),
+    (_order(6, side="SIDEWAYS"), p.ErrorCode.INVALID_FIELD),
+    (_order(7, price=10**23), p.ErrorCode.INVALID_FIELD),
+    (_order(8, leverage=100), p.ErrorCode.UNKNOWN_FIELD),
+    ('{"type": "ping", "id": 1.5}', p.ErrorCode.INVALID_FIELD),
+    ('{"type": "subscribe", "id": 9, "channel": "book"}', p.ErrorCode.INSTRUMENT_REQUIRED),
+]
+
+
+async def test_every_kind_of_bad_input_gets_a_code_and_changes_nothing(gateway: Gateway) -> None:
+    su1 = await gateway.connect("su1")
+    core = gateway.app[SERVICE].core
+    before = state_digest(core)
+    for frame, code in BAD_FRAMES:
+        await su1.ws.send_str(frame)
+        error = await su1.expect(p.Error)
+        assert error.code is code, (frame, error)
+        request_id = msgspec.json.decode(frame).get("id") if frame.startswith('{"') else None
+        if isinstance(request_id, int) and code is not p.ErrorCode.INVALID_FIELD:
+            assert error.id == request_id, frame
+    await su1.ws.send_bytes(b'{"type": "ping"}')
+    error = await su1.expect(p.Error)
+    assert error.code is p.ErrorCode.BINARY_FRAME
+    await su1.ws.send_str('{"type": "ping", "id": "' + "x" * 70_000 + '"}')
+    error = await su1.expect(p.Error)
+    assert error.code is p.ErrorCode.FRAME_TOO_LARGE
+    rid = await su1.send("subscribe", channel="book", instrument_id="NO-SUCH")
+    error = await su1.expect(p.Error, id=rid)
+    assert error.code is p.ErrorCode.UNKNOWN_INSTRUMENT
+    assert state_digest(core) == before  # nothing reached the exchange
+
+    # Well-formed but refused by the exchange: a rejected report, still no change.
+    for price, qty, reason in (
+        (1005, 8, "OFF_TICK"),
+        (1000, 5, "OFF_LOT"),
+        (0, 8, "INVALID_PRICE"),
+    ):
+        rid = await su1.send(
+            "new_order",
+            client_order_id=f"bad{price}{qty}",
+            instrument_id=H100,
+            side="BUY",
+            qty=qty,
+            price=price,
+        )
+        rejected = await su1.expect(p.ExecutionReport, id=rid)
+        assert rejected.exec_type is p.ExecType.REJECTED and rejected.reason == reason
+        assert rejected.text
+    rid = await su1.send(
+        "new_order", client_order_id="nope", instrument_id="NO-SUCH", side="BUY", qty=8, price=1000
+    )
+    rejected = await su1.expect(p.ExecutionReport, id=rid)
+    assert rejected.reason == "UNKNOWN_INSTRUMENT"
+    assert core.accounts["su1"].cash_reserved == 0 and not core.orders
+    rid = await su1.send("ping")
+    await su1.expect(p.Pong, id=rid)  # still connected after all that
+
+
+async def test_repeated_abuse_closes_the_connection(start_gateway: GatewayFactory) -> None:
+    gateway = await start_gateway(abuse_limit=5)
+    client = await gateway.connect()
+    for _ in range(5):
+        await client.ws.send_str("garbage")
+    code, reason = await client.closed()
+    assert code == p.CloseCode.PROTOCOL_ABUSE
+    assert "abuse" in reason
+    errors = [m for m in client.seen if isinstance(m, p.Error)]
+    assert len(errors) == 5  # each refusal was explained before the close
+
+
+async def test_rate_limit_drops_requests_with_a_clear_error(start_gateway: GatewayFactory) -> None:
+    gateway = await start_gateway(rate_limit=1, rate_burst=3)
+    client = await gateway.connect()
+    ids = [await client.send("ping") for _ in range(6)]
+    answers = [await client.expect((p.Pong, p.Error), id=i) for i in ids]  # type: ignore[arg-type]
+    pongs = [a for a in answers if isinstance(a, p.Pong)]
+    limited = [a for a in answers if isinstance(a, p.Error)]
+    assert len(pongs) >= 3 and limited
+    assert all(e.code is p.ErrorCode.RATE_LIMITED for e in limited)
+
+
+async def test_idle_connection_is_closed_and_heartbeats_flow(start_gateway: GatewayFactory) -> None:
+    gateway = await start_gateway(heartbeat_interval=0.05, idle_timeout=0.3)
+    client = await gateway.connect()
+    await client.expect(p.Heartbeat)
+    code, reason = await client.closed()  # the client never sends anything
+    assert code == p.CloseCode.IDLE_TIMEOUT
+    assert "idle" in reason
+
+
+async def test_shutdown_closes_every_websocket(start_gateway: GatewayFactory) -> None:
+    gateway = await start_gateway()
+    clients = [await gateway.connect("su1"), await gateway.connect()]
+    await gateway.server.close()
+    for client in clients:
+        msg = await client.ws.receive(timeout=10)
+        while msg.type is aiohttp.WSMsgType.TEXT:
+            msg = await client.ws.receive(timeout=10)
+        assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, p.CloseCode.GOING_AWAY), msg

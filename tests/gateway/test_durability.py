@@ -1,0 +1,42 @@
+"""The gateway on the durable store: state and open orders survive a restart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway import protocol as p
+from gateway.app import SERVICE
+from tests.gateway.conftest import H100, GatewayFactory
+
+
+async def test_orders_survive_a_restart_and_the_seed_runs_once(
+    start_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    data_dir = str(tmp_path / "data")
+    first = await start_gateway(data_dir)
+    su1 = await first.connect("su1")
+    rid = await su1.send(
+        "new_order", client_order_id="keep", instrument_id=H100, side="BUY", qty=16, price=1000
+    )
+    accepted = await su1.expect(p.ExecutionReport, id=rid)
+    last_seq = first.app[SERVICE].seq
+    status, health = await first.get("/healthz")
+    assert status == 200 and health["durable"] is True
+    await first.server.close()
+
+    second = await start_gateway(data_dir)
+    assert second.app[SERVICE].seq == last_seq  # recovered, not seeded again
+    status, health = await second.get("/healthz")
+    assert health["recovered_seq"] == last_seq
+    again = await second.connect("su1")
+    rid = await again.send("order_status", client_order_id="keep")
+    status_report = await again.expect(p.ExecutionReport, id=rid)
+    assert status_report.order_id == accepted.order_id
+    assert status_report.ord_status is p.OrdStatus.NEW and status_report.leaves_qty == 16
+    rid = await again.send(
+        "new_order", client_order_id="keep", instrument_id=H100, side="BUY", qty=16, price=1000
+    )
+    duplicate = await again.expect(p.ExecutionReport, id=rid)
+    assert duplicate.reason == "DUPLICATE_CLIENT_ORDER_ID"
+    status, book = await second.get(f"/api/v1/book/{H100}")
+    assert book["bids"] == [[1000, 16]]

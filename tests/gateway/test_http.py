@@ -1,0 +1,118 @@
+"""The HTTP API: health, metrics, reference data, own records, reports; and logs."""
+
+from __future__ import annotations
+
+import structlog
+
+from gateway import protocol as p
+from tests.gateway.conftest import ASCEND, H100, Gateway, key
+
+
+async def _trade(gateway: Gateway, voucher: bool = False) -> None:
+    dc1 = await gateway.connect("dc1")
+    su1 = await gateway.connect("su1")
+    rid = await dc1.send(
+        "new_order", client_order_id="s", instrument_id=H100, side="SELL", qty=16, price=1200
+    )
+    await dc1.expect(p.ExecutionReport, id=rid)
+    rid = await su1.send(
+        "new_order",
+        client_order_id="b",
+        instrument_id=H100,
+        side="BUY",
+        qty=16,
+        price=1200,
+        voucher_id=1 if voucher else 0,
+    )
+    await su1.expect(p.ExecutionReport, id=rid, exec_type=p.ExecType.FILL)
+
+
+async def test_health_metrics_and_reference_data(gateway: Gateway) -> None:
+    await _trade(gateway)
+    anon = await gateway.connect()
+    await anon.ws.send_str("not json")
+    await anon.expect(p.Error)
+
+    status, health = await gateway.get("/healthz")
+    assert status == 200 and health["status"] == "ok" and health["seq"] > 0
+    status, text = await gateway.get("/metrics")
+    assert status == 200
+    assert "suanli_orders_accepted_total 2" in text
+    assert "suanli_trades_total 1" in text
+    assert 'suanli_protocol_errors_total{code="BAD_JSON"} 1' in text
+    assert "suanli_connections 3" in text
+    assert "suanli_exchange_queue_depth 0" in text
+    assert "suanli_journal_append_seconds_count" in text
+
+    status, instruments = await gateway.get("/api/v1/instruments")
+    assert status == 200
+    assert [i["spec"]["instrument_id"] for i in instruments] == sorted([ASCEND, H100])
+    h100 = next(i for i in instruments if i["spec"]["instrument_id"] == H100)
+    assert (h100["last_price"], h100["volume"], h100["status"]) == (1200, 16, "OPEN")
+    status, _ = await gateway.get("/api/v1/instruments/NOPE")
+    assert status == 404
+    status, programmes = await gateway.get("/api/v1/programmes")
+    assert [(x["programme_id"], x["issuer"]) for x in programmes] == [("sz", "city")]
+    status, index = await gateway.get("/api/v1/reports/price-index")
+    assert status == 200
+    assert [(r["gpu_model"], r["vwap"], r["volume_gpu_hours"]) for r in index] == [
+        ("H100", 1200, 16)
+    ]
+
+
+async def test_own_records_and_reports(gateway: Gateway) -> None:
+    await _trade(gateway, voucher=True)
+    status, account = await gateway.get("/api/v1/account", "su1")
+    assert status == 200 and account["holdings"] == {H100: 16}
+    status, contracts = await gateway.get("/api/v1/contracts", "dc1")
+    assert [(c["buyer"], c["seller"], c["qty"]) for c in contracts] == [("su1", "dc1", 16)]
+    status, contracts = await gateway.get("/api/v1/contracts", "su2")
+    assert contracts == []
+    status, vouchers = await gateway.get("/api/v1/vouchers", "su1")
+    assert [v["voucher_id"] for v in vouchers] == [1] and vouchers[0]["spent"] > 0
+    status, claims = await gateway.get("/api/v1/claims", "dc1")
+    assert len(claims) == 1 and claims[0]["settled"] is False
+    status, orders = await gateway.get("/api/v1/orders?status=all", "su1")
+    assert [(o["client_order_id"], o["status"]) for o in orders] == [("b", "FILLED")]
+
+    status, usage = await gateway.get("/api/v1/reports/voucher-usage", "city")
+    assert status == 200
+    (row,) = usage
+    assert row["issued"] == 1_000_000 and row["spent"] == vouchers[0]["spent"]
+    assert row["balance"] + row["reserved"] + row["spent"] == row["issued"]
+    status, outstanding = await gateway.get("/api/v1/reports/claims", "city")
+    assert outstanding == [
+        {
+            "issuer": "city",
+            "outstanding": 1,
+            "outstanding_amount": claims[0]["amount"],
+            "settled": 0,
+            "settled_amount": 0,
+        }
+    ]
+    status, interest = await gateway.get("/api/v1/reports/open-interest", "ops")
+    assert status == 200
+    h100 = next(r for r in interest if r["instrument_id"] == H100)
+    assert h100["open_interest_gpu_hours"] == 16
+    status, volume = await gateway.get("/api/v1/reports/volume", "ops")
+    h100 = next(r for r in volume if r["instrument_id"] == H100)
+    assert (h100["volume_24h"], h100["vwap_24h"], h100["trades"]) == (16, 1200, 1)
+    status, _ = await gateway.get("/api/v1/reports/open-interest", "city")
+    assert status == 403
+    status, _ = await gateway.get("/api/v1/account", "nobody")
+    assert status == 401
+
+
+async def test_logs_never_carry_keys(gateway: Gateway) -> None:
+    with structlog.testing.capture_logs() as logs:
+        ops = await gateway.connect("ops")
+        await gateway.connect("su1", header=True)
+        rid = await ops.send("issue_api_key", account_id="su2")
+        issued = await ops.expect(p.ApiKeyIssued, id=rid)
+        anon = await gateway.connect()
+        rid = await anon.send("auth", key=key("su2") + "wrong")
+        await anon.expect(p.Error, id=rid)
+    text = repr(logs)
+    assert any(entry.get("event") == "api_key_issued" for entry in logs)
+    for secret in (key("ops"), key("su1"), issued.key, key("su2")):
+        assert secret.split("_")[2] not in text
