@@ -116,11 +116,12 @@ def _valid_id(value: str) -> bool:
 # 15 keyword arguments into a generic call that first builds a dict
 # (CALL_FUNCTION_EX), several times slower than keywords passed on the stack,
 # and the event Structs are keyword-only. So an OrderAccepted or a Trade (16
-# fields each) is a copy of its template with 13 fields replaced; the other
-# three are voucher fields, usually 0 as in the template, and are set on the
-# new event (before anyone sees it) only when they are not. Every field ends up
-# with its value, so the event is equal, and encodes byte for byte the same, as
-# one built with keywords.
+# fields each) is a copy of its template with its other fields replaced in one
+# call; its voucher fields (the voucher id, and the voucher value reserved, or
+# paid with its claim), usually 0 as in the template, are set on the new event
+# (before anyone sees it) only when they are not. Every field ends up with its
+# value, so the event is equal, and encodes byte for byte the same, as one
+# built with keywords.
 _replace = msgspec.structs.replace
 _force_setattr = msgspec.structs.force_setattr
 _ACCEPTED = OrderAccepted(

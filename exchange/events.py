@@ -21,7 +21,10 @@ from exchange.reference import (
 )
 
 
-class _Event(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+# gc=False: events hold only numbers, strings, enums and frozen specs and cannot
+# change, so they can never be part of a reference cycle; leaving them out of the
+# garbage collector's generations saves it walking every contract kept.
+class _Event(msgspec.Struct, frozen=True, kw_only=True, tag=True, gc=False):
     ts: int
 
 

@@ -1,0 +1,699 @@
+"""The WebSocket gateway under load, over loopback, server and clients in separate processes.
+
+What it measures
+----------------
+(a) **Order entry.** The gateway runs in its own process (in-memory exchange,
+    no journal, so the gateway is what is measured). Two client processes
+    hold eight authenticated order-entry connections (each leaves the
+    ``private`` channel, so it gets its execution reports only), four
+    start-ups buying and four providers selling one instrument at one
+    price, so most orders trade at once. First at peak: each connection
+    keeps ``--window`` orders in flight and sends a new one whenever one is
+    acknowledged, for ``--seconds``; ``orders_per_sec`` is acknowledgements
+    per second. Then paced at half
+    that rate: ``ack_p50_ms`` and ``ack_p99_ms`` are the times from sending
+    ``new_order`` to receiving its first execution report (``NEW``), at half
+    the peak rate; ``peak_ack_p99_ms`` is the same at peak, where it is
+    mostly queueing.
+(b) **Echo baseline.** A bare aiohttp WebSocket server that sends every text
+    frame straight back, in its own process, driven by the same clients with
+    the same frames and window. ``echo_ratio`` = our orders per second / echo
+    messages per second: the share of a do-nothing aiohttp server's message
+    rate that the gateway keeps while decoding, checking, matching and
+    reporting.
+(c) **Fan-out.** A fresh gateway; two client processes open ``--subscribers``
+    anonymous connections that subscribe to the instrument's book and
+    trades; then one buyer and one seller trade at ``--fanout-rate`` trades a
+    second. For each trade, the latency to a subscriber is its receive time
+    minus the trade's exchange timestamp (same machine, same clock);
+    ``fanout_p99_ms`` is the 99th percentile over trades of the latency to
+    the *last* subscriber that got it.
+
+The workload is seeded (``SEED``); each phase warms up for one second before
+it is timed. Server and clients share the machine's cores, so the figures are
+a floor. Runs in well under three minutes and ends with one JSON line.
+
+    python -m benchmarks.gateway [--seconds 6] [--subscribers 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import platform
+import random
+import sys
+import time
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+import aiohttp
+import msgspec
+from aiohttp import web
+
+from exchange import commands as c
+from exchange.reference import InstrumentSpec, InstrumentStatus, Role, Tier
+
+SEED = 8_080
+INSTRUMENT = "H800-BENCH-STATE-W1"
+HOUR = 3_600 * 10**9
+BUYERS = [f"bench-su{i}" for i in range(4)]
+SELLERS = [f"bench-dc{i}" for i in range(4)]
+PRICE = 1_000
+
+
+def _use_fast_loop() -> str:
+    """Use uvloop when it is installed (``pip install uvloop``); the loop's name."""
+    if os.environ.get("SUANLI_BENCH_LOOP", "auto") == "asyncio":
+        return "asyncio"
+    try:
+        import uvloop  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return "asyncio"
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop"
+
+
+def bench_key(account: str) -> str:
+    return f"sk_{account}_bench-secret-{account}"
+
+
+def bench_market(now: int) -> list[c.Command]:
+    """Four start-ups with ample cash, four providers with ample capacity, one instrument."""
+    S = c.SYSTEM
+    out: list[c.Command] = [c.AdmitAccount(actor=S, account_id="ops", role=Role.OPERATOR)]
+    out.append(
+        c.ListInstrument(
+            actor=S,
+            spec=InstrumentSpec(
+                instrument_id=INSTRUMENT,
+                gpu_model="H800",
+                domestic=False,
+                hub="suzhou",
+                tier=Tier.STATE,
+                delivery_start=now + 240 * HOUR,
+                delivery_end=now + 408 * HOUR,
+                tick=5,
+                lot=1,
+            ),
+        )
+    )
+    for buyer in BUYERS:
+        out.append(c.AdmitAccount(actor=S, account_id=buyer, role=Role.STARTUP))
+        out.append(c.Deposit(actor=S, account_id=buyer, amount=10**14))
+    for seller in SELLERS:
+        out.append(
+            c.AdmitAccount(
+                actor=S, account_id=seller, role=Role.PROVIDER, tier=Tier.STATE, hub="suzhou"
+            )
+        )
+        out.append(
+            c.RegisterCapacity(actor=S, provider=seller, instrument_id=INSTRUMENT, gpu_hours=10**11)
+        )
+    out.append(
+        c.SetInstrumentStatus(actor=S, instrument_id=INSTRUMENT, status=InstrumentStatus.OPEN)
+    )
+    return out
+
+
+# --- servers (each in its own process) ---------------------------------------------
+
+
+def _serve_gateway(port_out: Connection) -> None:
+    from gateway.app import create_app
+    from gateway.config import BootstrapKey, GatewayConfig
+    from gateway.session import SessionLimits
+
+    config = GatewayConfig(
+        port=0,
+        api_keys=[BootstrapKey(account_id=a, key=bench_key(a)) for a in (*BUYERS, *SELLERS)],
+        session=SessionLimits(
+            rate_limit=1e9, rate_burst=10**9, idle_timeout=3_600, heartbeat_interval=60
+        ),
+        max_connections=100_000,
+    )
+    _run(create_app(config, seed=bench_market), port_out)
+
+
+def _serve_echo(port_out: Connection) -> None:
+    async def echo(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(compress=False)
+        await ws.prepare(request)
+        await ws.send_str('{"type":"welcome"}')  # the drivers wait for a first message
+        async for msg in ws:
+            if msg.type is aiohttp.WSMsgType.TEXT:
+                await ws.send_str(msg.data)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", echo)
+    _run(app, port_out)
+
+
+def _run(app: web.Application, port_out: Connection) -> None:
+    _use_fast_loop()
+    import logging
+
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+    async def main() -> None:
+        runner = web.AppRunner(app, access_log=None, handle_signals=True)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
+        await site.start()
+        port = runner.addresses[0][1]
+        port_out.send(port)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
+        asyncio.run(main())
+
+
+def _start(target: Any) -> tuple[mp.Process, int]:
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    process = ctx.Process(target=target, args=(child,), daemon=True)
+    process.start()
+    port = parent.recv()
+    return process, port
+
+
+def _stop(process: mp.Process) -> None:
+    process.terminate()
+    process.join(10)
+
+
+# --- order entry clients --------------------------------------------------------------
+
+
+class _Answer(msgspec.Struct):
+    """The fields of any server message the drivers look at."""
+
+    type: str
+    id: int | None = None
+    ts: int = 0
+    trade_id: int = 0
+
+
+_answer = msgspec.json.Decoder(_Answer)
+
+
+def _order_frame(account: str, n: int, request_id: int) -> str:
+    side = "BUY" if account in BUYERS else "SELL"
+    return (
+        f'{{"type":"new_order","id":{request_id},"client_order_id":"{account}-{n}",'
+        f'"instrument_id":"{INSTRUMENT}","side":"{side}","qty":1,"price":{PRICE}}}'
+    )
+
+
+class _Frames:
+    """Client side of the WebSocket framing on a bare socket (RFC 6455).
+
+    The drivers use it instead of an aiohttp client: on two cores the clients
+    share the machine with the server, and a client that costs less leaves
+    more for the server being measured. Echo server and gateway are driven by
+    the same code.
+    """
+
+    def __init__(self, port: int, headers: dict[str, str]) -> None:
+        self.port = port
+        self.headers = headers
+        self.buffer = bytearray()
+        self.upgraded = False
+        self.transport: asyncio.Transport | None = None
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        extra = "".join(f"{k}: {v}\r\n" for k, v in self.headers.items())
+        self.transport.write(  # type: ignore[union-attr]
+            (
+                f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                f"Sec-WebSocket-Version: 13\r\n{extra}\r\n"
+            ).encode()
+        )
+
+    def send(self, message: bytes) -> None:
+        """One masked text frame (a zero mask leaves the payload as it is)."""
+        n = len(message)
+        head = bytes((0x81, 0x80 | n)) if n < 126 else bytes((0x81, 0xFE)) + n.to_bytes(2, "big")
+        assert self.transport is not None
+        self.transport.write(head + b"\x00\x00\x00\x00" + message)
+
+    def on_text(self, payload: bytes) -> None:
+        raise NotImplementedError
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        if not self.upgraded:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            assert buffer.startswith(b"HTTP/1.1 101"), bytes(buffer[:80])
+            del buffer[: end + 4]
+            self.upgraded = True
+            self.opened.set_result(None)
+        pos = 0
+        size = len(buffer)
+        while size - pos >= 2:
+            opcode = buffer[pos] & 0x0F
+            length = buffer[pos + 1] & 0x7F
+            head = 2
+            if length == 126:
+                if size - pos < 4:
+                    break
+                length = int.from_bytes(buffer[pos + 2 : pos + 4], "big")
+                head = 4
+            elif length == 127:
+                if size - pos < 10:
+                    break
+                length = int.from_bytes(buffer[pos + 2 : pos + 10], "big")
+                head = 10
+            if size - pos < head + length:
+                break
+            if opcode == 0x1:
+                self.on_text(bytes(buffer[pos + head : pos + head + length]))
+            elif opcode == 0x9 and self.transport is not None:  # ping: answer with a pong
+                self.transport.write(bytes((0x8A, 0x80)) + b"\x00\x00\x00\x00")
+            pos += head + length
+        del buffer[:pos]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def pause_writing(self) -> None:
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+
+class _OrderEntry(_Frames):
+    """One order-entry connection: sends orders, times each first answer with its id."""
+
+    def __init__(self, port: int, account: str, authenticate: bool) -> None:
+        headers = {"Authorization": f"Bearer {bench_key(account)}"} if authenticate else {}
+        super().__init__(port, headers)
+        self.account = account
+        self.sent: dict[int, int] = {}  # request id -> send time, ns
+        self.latencies: list[int] = []
+        self.window = 0  # >0: send the next order whenever one is answered
+        self.n = 0
+        self.sending = False
+
+    def order(self) -> None:
+        self.n += 1
+        self.sent[self.n] = time.perf_counter_ns()
+        self.send(_order_frame(self.account, self.n, self.n).encode())
+
+    def on_text(self, payload: bytes) -> None:
+        answer = _answer.decode(payload)
+        if answer.id is None:
+            return
+        started = self.sent.pop(answer.id, None)
+        if started is not None:
+            self.latencies.append(time.perf_counter_ns() - started)
+            if self.window and self.sending:
+                self.order()
+
+    async def drive(self, *, window: int, rate: float, seconds: float, prefix: int) -> list[int]:
+        """Send orders for ``seconds``, window-limited or paced at ``rate``; ack latencies."""
+        self.latencies = []
+        self.n = prefix
+        self.sending = True
+        end = time.perf_counter() + seconds
+        if rate:
+            self.window = 0
+            interval = 0.002
+            budget = 0.0
+            next_tick = time.perf_counter()
+            while time.perf_counter() < end:
+                budget += rate * interval
+                while budget >= 1:
+                    budget -= 1
+                    self.order()
+                next_tick += interval
+                await asyncio.sleep(max(0.0, next_tick - time.perf_counter()))
+        else:
+            self.window = window
+            for _ in range(window):
+                self.order()
+            await asyncio.sleep(seconds)
+        self.sending = False
+        deadline = time.perf_counter() + 10
+        while self.sent and time.perf_counter() < deadline:
+            await asyncio.sleep(0.01)
+        self.sent.clear()
+        return self.latencies
+
+
+def _client_process(
+    port: int,
+    accounts: Sequence[str],
+    authenticate: bool,
+    phases: Sequence[tuple[float, float, int]],
+    out: Connection,
+    start: Any,
+) -> None:
+    """Run the phases (rate, seconds, window) on one connection per account; send results."""
+    _use_fast_loop()
+
+    async def main() -> list[list[int]]:
+        loop = asyncio.get_running_loop()
+        conns: list[_OrderEntry] = []
+        for account in accounts:
+            _, conn = await loop.create_connection(
+                lambda account=account: _OrderEntry(port, account, authenticate),
+                "127.0.0.1",
+                port,
+            )
+            await conn.opened
+            if authenticate:  # order entry only: execution reports, no private channel
+                conn.send(b'{"type":"unsubscribe","channel":"private"}')
+            conns.append(conn)
+        await asyncio.sleep(0.2)  # the welcomes arrive
+        out.send("ready")
+        await loop.run_in_executor(None, start.wait)
+        results = []
+        for index, (rate, seconds, window) in enumerate(phases):
+            per_conn = await asyncio.gather(
+                *(
+                    conn.drive(
+                        window=window,
+                        rate=rate,
+                        seconds=seconds,
+                        prefix=(index + 1) * 10_000_000,
+                    )
+                    for conn in conns
+                )
+            )
+            results.append([x for latencies in per_conn for x in latencies])
+        for conn in conns:
+            assert conn.transport is not None
+            conn.transport.close()
+        return results
+
+    out.send(asyncio.run(main()))
+
+
+def _run_clients(
+    port: int, authenticate: bool, phases: Sequence[tuple[float, float, int]]
+) -> list[list[int]]:
+    """Two client processes, four connections each; every ack latency (ns), per phase.
+
+    A phase's rate is for all eight connections together.
+    """
+    connections = len(BUYERS) + len(SELLERS)
+    phases = [(rate / connections, seconds, window) for rate, seconds, window in phases]
+    ctx = mp.get_context("spawn")
+    start = ctx.Event()
+    pipes = []
+    processes = []
+    groups = ([*BUYERS[:2], *SELLERS[:2]], [*BUYERS[2:], *SELLERS[2:]])
+    for group in groups:
+        parent, child = ctx.Pipe()
+        process = ctx.Process(
+            target=_client_process, args=(port, group, authenticate, phases, child, start)
+        )
+        process.start()
+        pipes.append(parent)
+        processes.append(process)
+    for pipe in pipes:
+        assert pipe.recv() == "ready"
+    start.set()
+    results = [pipe.recv() for pipe in pipes]
+    for process in processes:
+        process.join(30)
+    return [[x for r in results for x in r[phase]] for phase in range(len(phases))]
+
+
+def _percentile(values: list[int], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
+
+
+# --- fan-out ------------------------------------------------------------------------------
+
+
+class _Subscriber(asyncio.Protocol):
+    """A market-data subscriber on a bare socket: a WebSocket handshake, then frames
+    parsed straight from ``data_received``. The benchmark's clients must cost far
+    less than the server they measure; an aiohttp client per connection does not."""
+
+    def __init__(self, port: int, worst: dict[int, int], ready: asyncio.Future[None]) -> None:
+        self.port = port
+        self.worst = worst
+        self.ready = ready
+        self.buffer = bytearray()
+        self.upgraded = False
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.write(
+            (
+                f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+
+    def _send(self, message: bytes) -> None:
+        assert self.transport is not None and len(message) < 126
+        mask = b"\x00\x00\x00\x00"  # a zero mask leaves the payload as it is
+        self.transport.write(bytes((0x81, 0x80 | len(message))) + mask + message)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        if not self.upgraded:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            assert buffer.startswith(b"HTTP/1.1 101"), bytes(buffer[:80])
+            del buffer[: end + 4]
+            self.upgraded = True
+            for channel in ("book", "trades"):
+                self._send(
+                    json.dumps(
+                        {"type": "subscribe", "channel": channel, "instrument_id": INSTRUMENT}
+                    ).encode()
+                )
+            if not self.ready.done():
+                self.ready.set_result(None)
+        pos = 0
+        size = len(buffer)
+        while size - pos >= 2:
+            opcode = buffer[pos] & 0x0F
+            length = buffer[pos + 1] & 0x7F
+            head = 2
+            if length == 126:
+                if size - pos < 4:
+                    break
+                length = int.from_bytes(buffer[pos + 2 : pos + 4], "big")
+                head = 4
+            elif length == 127:
+                if size - pos < 10:
+                    break
+                length = int.from_bytes(buffer[pos + 2 : pos + 10], "big")
+                head = 10
+            if size - pos < head + length:
+                break
+            if opcode == 0x1:
+                payload = bytes(buffer[pos + head : pos + head + length])
+                if b'"type":"trade"' in payload:
+                    now = time.time_ns()
+                    answer = _answer.decode(payload)
+                    latency = now - answer.ts
+                    if latency > self.worst.get(answer.trade_id, -1):
+                        self.worst[answer.trade_id] = latency
+            elif opcode == 0x9 and self.transport is not None:  # ping: answer with a pong
+                self.transport.write(bytes((0x8A, 0x80)) + b"\x00\x00\x00\x00")
+            pos += head + length
+        del buffer[:pos]
+
+
+def _subscriber_process(port: int, count: int, out: Connection, stop: Any) -> None:
+    _use_fast_loop()
+
+    async def main() -> dict[int, int]:
+        loop = asyncio.get_running_loop()
+        worst: dict[int, int] = {}
+        transports = []
+        for start in range(0, count, 100):
+            batch = []
+            for _ in range(start, min(count, start + 100)):
+                ready: asyncio.Future[None] = loop.create_future()
+                batch.append(ready)
+                transport, _ = await loop.create_connection(
+                    lambda ready=ready: _Subscriber(port, worst, ready), "127.0.0.1", port
+                )
+                transports.append(transport)
+            await asyncio.gather(*batch)
+        out.send("ready")
+        while not stop.is_set():
+            await asyncio.sleep(0.1)
+        for transport in transports:
+            transport.close()
+        return worst
+
+    out.send(asyncio.run(main()))
+
+
+async def _trade_flow(port: int, trades_per_sec: float, seconds: float) -> int:
+    """One buyer and one seller trading one GPU-hour at a time; trades sent."""
+    async with aiohttp.ClientSession() as session:
+        buyer = await session.ws_connect(
+            f"http://127.0.0.1:{port}/ws",
+            headers={"Authorization": f"Bearer {bench_key(BUYERS[0])}"},
+        )
+        seller = await session.ws_connect(
+            f"http://127.0.0.1:{port}/ws",
+            headers={"Authorization": f"Bearer {bench_key(SELLERS[0])}"},
+        )
+
+        async def drain(ws: aiohttp.ClientWebSocketResponse) -> None:
+            async for _ in ws:
+                pass
+
+        drains = [asyncio.create_task(drain(ws)) for ws in (buyer, seller)]
+        rng = random.Random(SEED)
+        n = 0
+        end = time.perf_counter() + seconds
+        next_at = time.perf_counter()
+        while time.perf_counter() < end:
+            n += 1
+            await seller.send_str(_order_frame(SELLERS[0], n, n))
+            await buyer.send_str(_order_frame(BUYERS[0], n, n))
+            next_at += rng.expovariate(trades_per_sec)
+            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+        await asyncio.sleep(1.0)
+        for ws in (buyer, seller):
+            await ws.close()
+        for task in drains:
+            task.cancel()
+        return n
+
+
+def _shares(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def _fanout(
+    subscribers: int, trades_per_sec: float, seconds: float, client_processes: int = 1
+) -> dict[str, float]:
+    server, port = _start(_serve_gateway)
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    pipes = []
+    processes = []
+    try:
+        for share in _shares(subscribers, client_processes):
+            parent, child = ctx.Pipe()
+            process = ctx.Process(target=_subscriber_process, args=(port, share, child, stop))
+            process.start()
+            pipes.append(parent)
+            processes.append(process)
+        for pipe in pipes:
+            assert pipe.recv() == "ready"
+        time.sleep(1.0)  # let the snapshots go out before the clock starts
+        sent = asyncio.run(_trade_flow(port, trades_per_sec, seconds))
+        time.sleep(1.0)
+        stop.set()
+        worst: dict[int, int] = {}
+        counts: dict[int, int] = {}
+        for pipe in pipes:
+            for trade_id, latency in pipe.recv().items():
+                counts[trade_id] = counts.get(trade_id, 0) + 1
+                worst[trade_id] = max(worst.get(trade_id, 0), latency)
+        for process in processes:
+            process.join(30)
+    finally:
+        _stop(server)
+    complete = [lat for tid, lat in worst.items() if counts[tid] == len(pipes)]
+    return {
+        "fanout_subscribers": subscribers,
+        "fanout_trades": sent,
+        "fanout_p50_ms": round(_percentile(complete, 0.50), 2),
+        "fanout_p99_ms": round(_percentile(complete, 0.99), 2),
+        "fanout_max_ms": round(max(complete) / 1e6, 2) if complete else float("nan"),
+    }
+
+
+# --- main ---------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=6.0, help="timed seconds per phase")
+    parser.add_argument("--window", type=int, default=64, help="orders in flight per connection")
+    parser.add_argument("--subscribers", type=int, default=2_000)
+    parser.add_argument("--fanout-rate", type=float, default=20.0, help="trades per second")
+    args = parser.parse_args(argv)
+    loop = _use_fast_loop()
+    started = time.perf_counter()
+    warm = (0.0, 1.0, args.window)
+
+    server, port = _start(_serve_gateway)
+    try:
+        _, peak_lat = _run_clients(port, True, [warm, (0.0, args.seconds, args.window)])
+        peak = len(peak_lat) / args.seconds
+        _, half_lat = _run_clients(
+            port, True, [(peak / 2, 1.0, 10**9), (peak / 2, args.seconds, 10**9)]
+        )
+    finally:
+        _stop(server)
+    print(f"order entry: {peak:,.0f} orders/s at peak", file=sys.stderr)
+
+    echo, echo_port = _start(_serve_echo)
+    try:
+        _, echo_lat = _run_clients(echo_port, False, [warm, (0.0, args.seconds, args.window)])
+    finally:
+        _stop(echo)
+    echo_rate = len(echo_lat) / args.seconds
+    print(f"echo: {echo_rate:,.0f} messages/s", file=sys.stderr)
+
+    fanout = _fanout(args.subscribers, args.fanout_rate, args.seconds)
+    print(f"fan-out: {fanout}", file=sys.stderr)
+
+    result = {
+        "benchmark": "gateway",
+        "machine": f"{platform.machine()} {os.cpu_count()} cpu, Python {platform.python_version()}",
+        "loop": loop,
+        "connections": 8,
+        "window": args.window,
+        "orders_per_sec": round(peak),
+        "half_peak_rate": round(len(half_lat) / args.seconds),
+        "ack_p50_ms": round(_percentile(half_lat, 0.50), 3),
+        "ack_p99_ms": round(_percentile(half_lat, 0.99), 3),
+        "peak_ack_p50_ms": round(_percentile(peak_lat, 0.50), 3),
+        "peak_ack_p99_ms": round(_percentile(peak_lat, 0.99), 3),
+        "echo_msgs_per_sec": round(echo_rate),
+        "echo_ratio": round(peak / echo_rate, 3),
+        **fanout,
+        "seed": SEED,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
