@@ -45,7 +45,10 @@ def configure_logging(level: str, as_json: bool) -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
+        # Not cached: a cached module-level logger would ignore any later
+        # reconfiguration (and structlog.testing.capture_logs) for the life of
+        # the process; nothing logs on the matching hot path, so it costs little.
+        cache_logger_on_first_use=False,
     )
 
 
