@@ -1,0 +1,1 @@
+"""Browser tests of the operator dashboard (gateway/static) in headless Chromium."""
