@@ -691,27 +691,15 @@ class ExchangeCore:
 
     def _finish(self, order: Order, reason: CancelReason, out: list[Event]) -> None:
         """End an incoming order that never rested."""
-        self._release(order)
-        out.append(
-            OrderCancelled(
-                ts=self.now,
-                order_id=order.order_id,
-                account=order.account,
-                client_order_id=order.client_order_id,
-                instrument_id=order.instrument_id,
-                side=order.side,
-                price=order.price,
-                leaves=order.leaves,
-                reason=reason,
-                rested=False,
-            )
-        )
-        order.leaves = 0
+        self._cancel(order, reason, out, rested=False)
 
-    def _cancel(self, order: Order, reason: CancelReason, out: list[Event]) -> None:
-        """Take a resting order off its book and free what it holds."""
-        self.books[order.instrument_id].remove(order)
-        del self.orders[order.order_id]
+    def _cancel(
+        self, order: Order, reason: CancelReason, out: list[Event], rested: bool = True
+    ) -> None:
+        """End an order and free what it holds; take it off its book if it rested."""
+        if rested:
+            self.books[order.instrument_id].remove(order)
+            del self.orders[order.order_id]
         self._release(order)
         out.append(
             OrderCancelled(
@@ -724,7 +712,7 @@ class ExchangeCore:
                 price=order.price,
                 leaves=order.leaves,
                 reason=reason,
-                rested=True,
+                rested=rested,
             )
         )
         order.leaves = 0
