@@ -196,6 +196,39 @@ def _stop(process: mp.Process) -> None:
 # --- order entry clients --------------------------------------------------------------
 
 
+PONG = bytes((0x8A, 0x80)) + b"\x00\x00\x00\x00"  # a masked, empty pong frame
+
+
+def take_frames(buffer: bytearray) -> list[tuple[int, bytes]]:
+    """Cut every whole unmasked server frame off the front of ``buffer``.
+
+    Returns (opcode, payload) pairs; a partial frame stays in the buffer.
+    """
+    frames: list[tuple[int, bytes]] = []
+    pos = 0
+    size = len(buffer)
+    while size - pos >= 2:
+        opcode = buffer[pos] & 0x0F
+        length = buffer[pos + 1] & 0x7F
+        head = 2
+        if length == 126:
+            if size - pos < 4:
+                break
+            length = int.from_bytes(buffer[pos + 2 : pos + 4], "big")
+            head = 4
+        elif length == 127:
+            if size - pos < 10:
+                break
+            length = int.from_bytes(buffer[pos + 2 : pos + 10], "big")
+            head = 10
+        if size - pos < head + length:
+            break
+        frames.append((opcode, bytes(buffer[pos + head : pos + head + length])))
+        pos += head + length
+    del buffer[:pos]
+    return frames
+
+
 class _Answer(msgspec.Struct):
     """The fields of any server message the drivers look at."""
 
@@ -265,30 +298,11 @@ class _Frames:
             del buffer[: end + 4]
             self.upgraded = True
             self.opened.set_result(None)
-        pos = 0
-        size = len(buffer)
-        while size - pos >= 2:
-            opcode = buffer[pos] & 0x0F
-            length = buffer[pos + 1] & 0x7F
-            head = 2
-            if length == 126:
-                if size - pos < 4:
-                    break
-                length = int.from_bytes(buffer[pos + 2 : pos + 4], "big")
-                head = 4
-            elif length == 127:
-                if size - pos < 10:
-                    break
-                length = int.from_bytes(buffer[pos + 2 : pos + 10], "big")
-                head = 10
-            if size - pos < head + length:
-                break
+        for opcode, payload in take_frames(buffer):
             if opcode == 0x1:
-                self.on_text(bytes(buffer[pos + head : pos + head + length]))
+                self.on_text(payload)
             elif opcode == 0x9 and self.transport is not None:  # ping: answer with a pong
-                self.transport.write(bytes((0x8A, 0x80)) + b"\x00\x00\x00\x00")
-            pos += head + length
-        del buffer[:pos]
+                self.transport.write(PONG)
 
     def connection_lost(self, exc: Exception | None) -> None:
         pass
@@ -498,26 +512,8 @@ class _Subscriber(asyncio.Protocol):
                 )
             if not self.ready.done():
                 self.ready.set_result(None)
-        pos = 0
-        size = len(buffer)
-        while size - pos >= 2:
-            opcode = buffer[pos] & 0x0F
-            length = buffer[pos + 1] & 0x7F
-            head = 2
-            if length == 126:
-                if size - pos < 4:
-                    break
-                length = int.from_bytes(buffer[pos + 2 : pos + 4], "big")
-                head = 4
-            elif length == 127:
-                if size - pos < 10:
-                    break
-                length = int.from_bytes(buffer[pos + 2 : pos + 10], "big")
-                head = 10
-            if size - pos < head + length:
-                break
+        for opcode, payload in take_frames(buffer):
             if opcode == 0x1:
-                payload = bytes(buffer[pos + head : pos + head + length])
                 if b'"type":"trade"' in payload:
                     now = time.time_ns()
                     answer = _answer.decode(payload)
@@ -525,9 +521,7 @@ class _Subscriber(asyncio.Protocol):
                     if latency > self.worst.get(answer.trade_id, -1):
                         self.worst[answer.trade_id] = latency
             elif opcode == 0x9 and self.transport is not None:  # ping: answer with a pong
-                self.transport.write(bytes((0x8A, 0x80)) + b"\x00\x00\x00\x00")
-            pos += head + length
-        del buffer[:pos]
+                self.transport.write(PONG)
 
 
 def _subscriber_process(port: int, count: int, out: Connection, stop: Any) -> None:
