@@ -868,7 +868,7 @@ class InstrumentView {
   // Levels a side that fit the panel without clipping (a fixed few on a phone, where the page scrolls).
   ladderLevels() {
     if (NARROW.matches) return 8;
-    const room = this.ladder.clientHeight - 40; // less the spread row
+    const room = this.ladder.clientHeight - 52; // less the spread row and its margins
     return Math.max(5, Math.min(20, Math.floor(room / 2 / LADDER_ROW_PX)));
   }
 
