@@ -45,6 +45,13 @@ class ServiceStopped(Exception):
     """The service is not accepting commands: stopped, or its journal failed."""
 
 
+class InvalidCommand(ValueError):
+    """A command the journal cannot store (an integer beyond 64 bits); nothing changed."""
+
+
+_Pending = tuple[Command, "asyncio.Future[list[Event]]"]
+
+
 class ExchangeService:
     """Owns an ``ExchangeCore``; feeds it commands in batches."""
 
@@ -66,7 +73,7 @@ class ExchangeService:
         self.timer_interval = timer_interval
         self.failure: BaseException | None = None
         self._listeners: list[Listener] = []
-        self._queue: asyncio.Queue[tuple[Command, asyncio.Future[list[Event]]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._last_ts = self.core.now
 
@@ -139,7 +146,7 @@ class ExchangeService:
                 for _ in batch:
                     queue.task_done()
 
-    async def _process(self, batch: list[tuple[Command, asyncio.Future[list[Event]]]]) -> None:
+    async def _process(self, batch: list[_Pending]) -> None:
         if self.failure is not None:
             for _, future in batch:
                 if not future.done():
@@ -150,13 +157,15 @@ class ExchangeService:
         first_seq = self.seq + 1
         if self.journal is not None:
             try:
-                await asyncio.to_thread(self.journal.append, first_seq, stamped)
+                try:
+                    await self._store(first_seq, stamped)
+                except OverflowError:
+                    # An integer too large for the journal: refuse those commands
+                    # alone, unstored and unapplied, and store the rest.
+                    batch, stamped = self._refuse_unstorable(batch, stamped)
+                    await self._store(first_seq, stamped)
             except Exception as exc:  # a full disk or failed write: stop taking commands
-                self.failure = exc
-                log.error("journal_failed", error=str(exc), first_seq=first_seq)
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(ServiceStopped(f"journal failed: {exc}"))
+                self._fail(exc, first_seq, batch)
                 return
         self.seq += len(stamped)
         core = self.core
@@ -185,6 +194,39 @@ class ExchangeService:
             except Exception:
                 log.exception("journal_applied_fault", seq=self.seq)
 
+    async def _store(self, first_seq: int, stamped: list[Command]) -> None:
+        assert self.journal is not None
+        if stamped:
+            await asyncio.to_thread(self.journal.append, first_seq, stamped)
+
+    def _fail(self, exc: BaseException, first_seq: int, batch: list[_Pending]) -> None:
+        self.failure = exc
+        log.error("journal_failed", error=str(exc), first_seq=first_seq)
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(ServiceStopped(f"journal failed: {exc}"))
+
+    @staticmethod
+    def _refuse_unstorable(
+        batch: list[_Pending], stamped: list[Command]
+    ) -> tuple[list[_Pending], list[Command]]:
+        """Answer every command the journal cannot encode with ``InvalidCommand``."""
+        kept: list[_Pending] = []
+        kept_stamped: list[Command] = []
+        for pending, command in zip(batch, stamped, strict=True):
+            try:
+                msgspec.msgpack.encode(command)
+            except OverflowError:
+                future = pending[1]
+                if not future.done():
+                    future.set_exception(
+                        InvalidCommand(f"{type(command).__name__}: an integer is out of range")
+                    )
+                continue
+            kept.append(pending)
+            kept_stamped.append(command)
+        return kept, kept_stamped
+
     async def _timer(self) -> None:
         while True:
             await asyncio.sleep(self.timer_interval)
@@ -195,4 +237,4 @@ class ExchangeService:
                     return
 
 
-__all__ = ["NEVER", "ExchangeService", "Journal", "ServiceStopped"]
+__all__ = ["NEVER", "ExchangeService", "InvalidCommand", "Journal", "ServiceStopped"]

@@ -49,7 +49,7 @@ from exchange.events import (
     VoucherIssued,
 )
 from exchange.reference import Role
-from exchange.service import ExchangeService, ServiceStopped
+from exchange.service import ExchangeService, InvalidCommand, ServiceStopped
 from gateway import protocol as p
 from gateway.marketdata import MarketData
 from gateway.metrics import Metrics
@@ -210,6 +210,10 @@ class Router:
         except ServiceStopped as exc:
             session.send_message(
                 p.Error(id=request.id, code=p.ErrorCode.UNAVAILABLE, text=str(exc))
+            )
+        except InvalidCommand as exc:
+            session.send_message(
+                p.Error(id=request.id, code=p.ErrorCode.INVALID_FIELD, text=str(exc))
             )
         except Exception:
             session.log.exception("command_failed", command=type(command).__name__)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,9 +17,10 @@ import structlog.testing
 
 from exchange import commands as c
 from exchange.events import CashMoved, Event, OrderAccepted, OrderCancelled, Rejected
+from exchange.journal import Journal, JournalReader
 from exchange.reasons import CancelReason, Reason
 from exchange.reference import Side, TimeInForce
-from exchange.service import ExchangeService, ServiceStopped
+from exchange.service import ExchangeService, InvalidCommand, ServiceStopped
 from tests.market import H100, HOUR, SYSTEM, T0, Market, state_digest
 
 GUARD = 5.0  # seconds: only to fail instead of hanging
@@ -233,6 +235,38 @@ async def test_journal_failure_keeps_what_was_journalled_before() -> None:
     assert [seq for seq, _, _ in recorder.calls] == [1]
     assert svc.seq == 1
     await svc.stop()
+
+
+async def test_an_integer_the_journal_cannot_store_is_refused_alone(tmp_path: Path) -> None:
+    # msgpack stores integers up to 64 bits; the core itself would take any size.
+    journal = Journal.open(tmp_path, fsync=False)
+    svc, market, recorder = service(FakeClock(T0 + 1), journal)
+    before = market.core.accounts["su1"].cash
+    await svc.start()
+    results = await asyncio.wait_for(
+        asyncio.gather(
+            svc.submit(deposit(5)),
+            svc.submit(c.CancelOrder(actor="su2", order_id=2**70)),
+            svc.submit(deposit(7)),
+            return_exceptions=True,
+        ),
+        GUARD,
+    )
+    await asyncio.wait_for(svc.stop(), GUARD)
+    first, refused, last = results
+    assert isinstance(refused, InvalidCommand)
+    assert "CancelOrder" in str(refused) and "out of range" in str(refused)
+    assert [type(e) for e in first] == [type(e) for e in last] == [CashMoved]
+    assert svc.failure is None
+    assert market.core.accounts["su1"].cash == before + 12
+    assert [seq for seq, _, _ in recorder.calls] == [1, 2]
+    stored = [cmd for batch in JournalReader(tmp_path).batches(0) for cmd in batch.commands]
+    assert [type(cmd) for cmd in stored] == [c.Deposit, c.Deposit]
+    # The service goes on taking commands.
+    await svc.start()
+    assert [type(e) for e in await asyncio.wait_for(svc.submit(deposit(1)), GUARD)] == [CashMoved]
+    await svc.stop()
+    journal.close()
 
 
 async def test_timer_expires_a_gtd_order_with_no_other_traffic() -> None:
