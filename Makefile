@@ -8,7 +8,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: test lint bench demo clean
 
-$(STAMP): pyproject.toml
+# The install compiles the core's hot modules with mypyc (setup.py), so it is
+# redone when they change; until then the package imports their sources.
+HOT := exchange/auction.py exchange/book.py exchange/core.py
+
+$(STAMP): pyproject.toml setup.py $(HOT)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test,dev,bench]'
@@ -39,3 +43,4 @@ $(CHROMIUM):
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -f *.so exchange/*.so exchange/_built.py

@@ -62,6 +62,10 @@ and the orders left resting must be exactly the ceiling book's.
 ``events_sha256`` is a digest of every event of the stream (msgpack); two
 versions of the core that behave alike give the same digest.
 
+``--source`` also times the core's sources interpreted, beside the installed
+(normally mypyc-compiled, see ``exchange.native``) core, and reports the
+speed-up; ``build`` says which one ``commands_per_sec`` measured.
+
 ``--baseline REV`` also times the core as it was at git revision ``REV``
 (``exchange/core.py``, ``book.py`` and ``events.py`` from that revision,
 loaded beside the current ones and timed interleaved with them) and reports
@@ -95,6 +99,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from exchange import commands as c
+from exchange import native
 from exchange.core import ExchangeCore
 from exchange.events import Event, Rejected, Trade
 from exchange.reference import (
@@ -637,28 +642,37 @@ def machine() -> dict[str, Any]:
     }
 
 
-def load_baseline(rev: str) -> type[ExchangeCore]:
-    """``ExchangeCore`` built from exchange/{core,book,events}.py as they were at git ``rev``."""
+HOT = ("events", "book", "auction", "core")  # loaded together, so they use each other
+
+
+def load_core(rev: str | None) -> type[ExchangeCore]:
+    """``ExchangeCore`` from the sources of git ``rev``, or from the working tree if None.
+
+    The modules are loaded from ``.py`` text beside the installed ones, under
+    another package name, so they run as interpreted Python even when the
+    installed core is compiled.
+    """
     root = Path(__file__).resolve().parent.parent
-    package = "_baseline_exchange"
+    package = f"_core_{rev or 'source'}"
     pkg = types.ModuleType(package)
     pkg.__path__ = []
     sys.modules[package] = pkg
-    for name in ("events", "book", "core"):
-        source = subprocess.run(
-            ["git", "show", f"{rev}:exchange/{name}.py"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        for dependency in ("events", "book"):
+    for name in HOT:
+        if rev is None:
+            source = (root / "exchange" / f"{name}.py").read_text()
+        else:
+            git = ["git", "show", f"{rev}:exchange/{name}.py"]
+            shown = subprocess.run(git, cwd=root, capture_output=True, text=True)
+            if shown.returncode:  # not there yet at that revision
+                continue
+            source = shown.stdout
+        for dependency in HOT:
             source = source.replace(
                 f"from exchange.{dependency} import", f"from {package}.{dependency} import"
             )
         module = types.ModuleType(f"{package}.{name}")
         sys.modules[module.__name__] = module
-        exec(compile(source, f"{rev}:exchange/{name}.py", "exec"), module.__dict__)
+        exec(compile(source, f"{rev or 'source'}:exchange/{name}.py", "exec"), module.__dict__)
     core_type: type[ExchangeCore] = sys.modules[f"{package}.core"].ExchangeCore
     return core_type
 
@@ -675,6 +689,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--baseline", metavar="REV", help="also time the core at git REV")
     parser.add_argument("--no-peer", action="store_true", help="skip akhil4n-orderbook")
+    parser.add_argument(
+        "--source",
+        action="store_true",
+        help="also time the core's sources interpreted (when the installed core is compiled)",
+    )
     args = parser.parse_args(argv)
     n = args.commands or (20_000 if args.quick else 100_000)
     repeats = args.repeats or (3 if args.quick else 7)
@@ -704,9 +723,15 @@ def main(argv: list[str] | None = None) -> None:
     say(f"checked: {counts}, events sha256 {digest[:16]}")
 
     engines: dict[str, Callable[[], Timing]] = {"core": lambda: time_core(ExchangeCore, cs)}
+    source_digest = None
+    if args.source:
+        source = load_core(None)
+        source_digest = events_digest(latency_pass(source, cs).events)
+        say(f"source: events identical: {source_digest == digest}")
+        engines["source"] = lambda: time_core(source, cs)
     baseline_digest = None
     if args.baseline:
-        baseline = load_baseline(args.baseline)
+        baseline = load_core(args.baseline)
         baseline_digest = events_digest(latency_pass(baseline, cs).events)
         say(f"baseline {args.baseline}: events identical: {baseline_digest == digest}")
         engines["baseline"] = lambda: time_core(baseline, cs)
@@ -745,6 +770,7 @@ def main(argv: list[str] | None = None) -> None:
         "commands": n,
         "repeats": repeats,
         "statistic": "best of repeats, CPU time",
+        "build": native.build(),
         "commands_per_sec": round(best["core"]),
         "commands_per_sec_median": round(median["core"]),
         "commands_per_sec_wall": round(best_wall["core"]),
@@ -764,6 +790,13 @@ def main(argv: list[str] | None = None) -> None:
             "peer_ratio": round(best["core"] / best["peer"], 3),
             "peer_ratio_median": round(median["core"] / median["peer"], 3),
             "peer_trades": sum(len(b.trade_log) for b in peer_books),
+        }
+    if args.source:
+        result |= {
+            "source_commands_per_sec": round(best["source"]),
+            "speedup_vs_source": round(best["core"] / best["source"], 3),
+            "speedup_vs_source_median": round(median["core"] / median["source"], 3),
+            "source_events_identical": source_digest == digest,
         }
     if args.baseline:
         result |= {

@@ -59,19 +59,8 @@ from exchange.reference import SelfTradePrevention, Side, TimeInForce
 _BUY = Side.BUY  # reading an enum member through its class costs a lookup each time
 
 
-class Order(msgspec.Struct, kw_only=True, gc=False):
-    """An open order and the reservation it holds.
-
-    A buy holds ``cash_reserved`` and ``voucher_reserved``; a sell holds
-    ``leaves`` GPU-hours of capacity. ``voucher_cap``, ``seg_value`` and
-    ``seg_voucher`` carry the voucher arithmetic of ``exchange.vouchers``:
-    the cap reserved at entry (or at the last amend), and the value filled and
-    voucher used since then.
-
-    ``gc=False``: an order holds only numbers, strings and enums, so it can
-    never be part of a reference cycle and the garbage collector need not
-    track it.
-    """
+class OrderState(msgspec.Struct, kw_only=True, gc=False):
+    """An ``Order`` as a record: how snapshots store it."""
 
     order_id: int
     account: str
@@ -96,6 +85,112 @@ class Order(msgspec.Struct, kw_only=True, gc=False):
     priority: int = 0
     entered_at: int = 0
     live: bool = True
+
+
+ORDER_FIELDS = OrderState.__struct_fields__
+
+
+class Order:
+    """An open order and the reservation it holds.
+
+    A buy holds ``cash_reserved`` and ``voucher_reserved``; a sell holds
+    ``leaves`` GPU-hours of capacity. ``voucher_cap``, ``seg_value`` and
+    ``seg_voucher`` carry the voucher arithmetic of ``exchange.vouchers``:
+    the cap reserved at entry (or at the last amend), and the value filled and
+    voucher used since then.
+
+    A plain class, not a msgspec Struct: compiled (see ``exchange._native``),
+    its fields are C struct members, read and written with no lookup.
+    ``OrderState`` is its record form.
+    """
+
+    order_id: int
+    account: str
+    client_order_id: str
+    instrument_id: str
+    side: Side
+    price: int
+    qty: int
+    leaves: int
+    tif: TimeInForce
+    expire_at: int
+    post_only: bool
+    min_qty: int
+    stp: SelfTradePrevention
+    voucher_id: int
+    rate_bp: int
+    cash_reserved: int
+    voucher_reserved: int
+    voucher_cap: int
+    seg_value: int
+    seg_voucher: int
+    priority: int
+    entered_at: int
+    live: bool
+
+    def __init__(
+        self,
+        *,
+        order_id: int,
+        account: str,
+        client_order_id: str,
+        instrument_id: str,
+        side: Side,
+        price: int,
+        qty: int,
+        leaves: int,
+        tif: TimeInForce,
+        expire_at: int,
+        post_only: bool = False,
+        min_qty: int = 0,
+        stp: SelfTradePrevention = SelfTradePrevention.CANCEL_RESTING,
+        voucher_id: int = 0,
+        rate_bp: int = 0,
+        cash_reserved: int = 0,
+        voucher_reserved: int = 0,
+        voucher_cap: int = 0,
+        seg_value: int = 0,
+        seg_voucher: int = 0,
+        priority: int = 0,
+        entered_at: int = 0,
+        live: bool = True,
+    ) -> None:
+        self.order_id = order_id
+        self.account = account
+        self.client_order_id = client_order_id
+        self.instrument_id = instrument_id
+        self.side = side
+        self.price = price
+        self.qty = qty
+        self.leaves = leaves
+        self.tif = tif
+        self.expire_at = expire_at
+        self.post_only = post_only
+        self.min_qty = min_qty
+        self.stp = stp
+        self.voucher_id = voucher_id
+        self.rate_bp = rate_bp
+        self.cash_reserved = cash_reserved
+        self.voucher_reserved = voucher_reserved
+        self.voucher_cap = voucher_cap
+        self.seg_value = seg_value
+        self.seg_voucher = seg_voucher
+        self.priority = priority
+        self.entered_at = entered_at
+        self.live = live
+
+    def state(self) -> OrderState:
+        return OrderState(**{name: getattr(self, name) for name in ORDER_FIELDS})
+
+    @staticmethod
+    def from_state(state: OrderState) -> Order:
+        return Order(**{name: getattr(state, name) for name in ORDER_FIELDS})
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Order) and self.state() == other.state()
+
+    def __repr__(self) -> str:
+        return repr(self.state()).replace("OrderState", "Order", 1)
 
 
 class Level:

@@ -819,7 +819,11 @@ class ExchangeCore:
             book.remove(order)
             del self.orders[order.order_id]
             # A new arrival: a fresh record, so the stale queue entry stays dead.
-            order = msgspec.structs.replace(order, price=price, qty=qty, leaves=leaves, live=True)
+            order = Order.from_state(
+                msgspec.structs.replace(
+                    order.state(), price=price, qty=qty, leaves=leaves, live=True
+                )
+            )
         else:
             book.level(order.side, price).total -= order.leaves - leaves
             order.qty = qty

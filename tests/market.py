@@ -180,7 +180,7 @@ def state_digest(core: ExchangeCore) -> bytes:
             "now": core.now,
             "instruments": sorted(core.instruments.items()),
             "accounts": sorted(core.accounts.items()),
-            "orders": sorted(core.orders.items()),
+            "orders": sorted((i, o.state()) for i, o in core.orders.items()),
             "books": books,
             "programmes": sorted(core.programmes.items()),
             "vouchers": sorted(core.vouchers.items()),

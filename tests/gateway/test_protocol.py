@@ -8,10 +8,10 @@ from pathlib import Path
 
 import msgspec
 
-from exchange.book import OrderBook
+from exchange.book import Order, OrderBook
 from exchange.core import ExchangeCore
 from exchange.reasons import CancelReason, Reason
-from exchange.reference import Side
+from exchange.reference import Side, TimeInForce
 from gateway import protocol as p
 from gateway.auth import PERMISSIONS, KeyStore
 from gateway.marketdata import MarketData, book_checksum
@@ -72,12 +72,19 @@ def test_checksum_format() -> None:
     assert book_checksum(bids, asks, 1) == zlib.crc32(b"1000:16|1010:24")
 
 
-class _Order:
-    def __init__(self, side: Side, price: int, leaves: int) -> None:
-        self.side = side
-        self.price = price
-        self.leaves = leaves
-        self.live = True
+def _order(side: Side, price: int, leaves: int) -> Order:
+    return Order(
+        order_id=0,
+        account="a",
+        client_order_id="c",
+        instrument_id="X",
+        side=side,
+        price=price,
+        qty=leaves,
+        leaves=leaves,
+        tif=TimeInForce.GTC,
+        expire_at=0,
+    )
 
 
 def test_updates_rebuild_the_published_book_exactly() -> None:
@@ -89,15 +96,15 @@ def test_updates_rebuild_the_published_book_exactly() -> None:
     core.books["X"] = book
     md = MarketData(core, depth=5, checksum_depth=3)
     copy: dict[Side, dict[int, int]] = {Side.BUY: {}, Side.SELL: {}}
-    resting: list[_Order] = []
+    resting: list[Order] = []
     for step in range(2_000):
         if resting and rng.random() < 0.45:
-            book.remove(resting.pop(rng.randrange(len(resting))))  # type: ignore[arg-type]
+            book.remove(resting.pop(rng.randrange(len(resting))))
         else:
             side = rng.choice((Side.BUY, Side.SELL))
             price = rng.randint(90, 100) if side is Side.BUY else rng.randint(101, 111)
-            order = _Order(side, price, rng.randint(1, 5))
-            book.add(order)  # type: ignore[arg-type]
+            order = _order(side, price, rng.randint(1, 5))
+            book.add(order)
             resting.append(order)
         update = md.refresh("X")
         if update is None:
