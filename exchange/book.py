@@ -51,12 +51,13 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right, insort
 from collections import deque
 from collections.abc import Iterator
+from typing import Final
 
 import msgspec
 
 from exchange.reference import SelfTradePrevention, Side, TimeInForce
 
-_BUY = Side.BUY  # reading an enum member through its class costs a lookup each time
+_BUY: Final = Side.BUY  # reading an enum member through its class costs a lookup each time
 
 
 class OrderState(msgspec.Struct, kw_only=True, gc=False):
