@@ -80,6 +80,8 @@ from exchange.vouchers import BP, Programme, Voucher, VoucherClaim, calendar_yea
 MAX_AMOUNT: Final = 10**15  # fen: no single deposit, withdrawal, voucher or budget is larger
 NEVER: Final = 2**63 - 1  # ns: the end of time, for orders that only expire with their instrument
 
+# Hot-path aliases: reading an enum member through its class costs a lookup each
+# time. Final: compiled, each is a C static rather than a module-dict lookup.
 _BUY: Final = Side.BUY
 _SELL: Final = Side.SELL
 _OPEN: Final = InstrumentStatus.OPEN
@@ -91,8 +93,6 @@ _FOK: Final = TimeInForce.FOK
 _CANCEL_RESTING: Final = SelfTradePrevention.CANCEL_RESTING
 _CANCEL_AGGRESSOR: Final = SelfTradePrevention.CANCEL_AGGRESSOR
 _CANCEL_BOTH: Final = SelfTradePrevention.CANCEL_BOTH
-# Hot-path aliases: reading an enum member through its class costs a lookup each
-# time. Final: compiled, each is a C static rather than a module-dict lookup.
 _MARKET: Final = OrderType.MARKET
 _STARTUP: Final = Role.STARTUP
 _PROVIDER: Final = Role.PROVIDER
