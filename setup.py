@@ -6,20 +6,22 @@ alone. ``exchange/native.py`` explains how the package picks a build at import.
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 
 from setuptools import setup
 
-HOT = ("exchange/auction.py", "exchange/book.py", "exchange/core.py")
-MANIFEST = Path("exchange/_built.py")
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))  # the build backend does not put the project on the path
 
+from exchange.native import COMPILED  # noqa: E402
 
-def _module(path: str) -> str:
-    return path.removesuffix(".py").replace("/", ".")
+SOURCES = {name: ROOT / (name.replace(".", "/") + ".py") for name in COMPILED}
+MANIFEST = ROOT / "exchange" / "_built.py"
 
 
 def _manifest() -> str:
-    digests = {_module(p): hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in HOT}
+    digests = {name: hashlib.sha256(p.read_bytes()).hexdigest() for name, p in SOURCES.items()}
     return f'"""Written by setup.py: the sources mypyc compiled."""\n\nSOURCES = {digests!r}\n'
 
 
@@ -29,6 +31,7 @@ if os.environ.get("SUANLI_PURE"):
 else:
     from mypyc.build import mypycify
 
-    extensions = mypycify(list(HOT), opt_level="3", group_name="suanli_core")
+    paths = [str(path.relative_to(ROOT)) for path in SOURCES.values()]
+    extensions = mypycify(paths, opt_level="3", group_name="suanli_core")
     MANIFEST.write_text(_manifest())
     setup(ext_modules=extensions)

@@ -642,7 +642,7 @@ def machine() -> dict[str, Any]:
     }
 
 
-HOT = ("events", "book", "auction", "core")  # loaded together, so they use each other
+HOT = ("events", "records", "book", "auction", "core")  # loaded together, so they use each other
 
 
 def load_core(rev: str | None) -> type[ExchangeCore]:

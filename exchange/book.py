@@ -55,6 +55,7 @@ from typing import Final
 
 import msgspec
 
+from exchange.records import fields_of, record_of
 from exchange.reference import SelfTradePrevention, Side, TimeInForce
 
 _BUY: Final = Side.BUY  # reading an enum member through its class costs a lookup each time
@@ -86,9 +87,6 @@ class OrderState(msgspec.Struct, kw_only=True, gc=False):
     priority: int = 0
     entered_at: int = 0
     live: bool = True
-
-
-ORDER_FIELDS = OrderState.__struct_fields__
 
 
 class Order:
@@ -181,11 +179,11 @@ class Order:
         self.live = live
 
     def state(self) -> OrderState:
-        return OrderState(**{name: getattr(self, name) for name in ORDER_FIELDS})
+        return record_of(self, OrderState)
 
     @staticmethod
     def from_state(state: OrderState) -> Order:
-        return Order(**{name: getattr(state, name) for name in ORDER_FIELDS})
+        return Order(**fields_of(state))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Order) and self.state() == other.state()

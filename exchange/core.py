@@ -62,12 +62,11 @@ from exchange.events import (
     VoucherIssued,
 )
 from exchange.reasons import CancelReason, Reason
+from exchange.records import Account, Instrument
 from exchange.reference import (
     MAX_ID_LEN,
     TRANSITIONS,
-    Account,
     EligibilityBasis,
-    Instrument,
     InstrumentStatus,
     OrderType,
     Role,
@@ -296,16 +295,15 @@ class ExchangeCore:
         inst = self.instruments.get(instrument_id)
         if inst is None:
             raise _Refused(Reason.UNKNOWN_INSTRUMENT)
-        spec = inst.spec
         side = c.side
         tif = c.tif
         qty = c.qty
-        lot = spec.lot
+        lot = inst.lot
         post_only = c.post_only
         min_qty = c.min_qty
         expire_at = c.expire_at
         # 1. Validation
-        if qty <= 0 or qty > spec.max_qty:
+        if qty <= 0 or qty > inst.max_qty:
             raise _Refused(Reason.INVALID_QUANTITY)
         if qty % lot:
             raise _Refused(Reason.OFF_LOT)
@@ -320,9 +318,9 @@ class ExchangeCore:
                 raise _Refused(Reason.INVALID_FLAGS)
         else:
             price = c.price
-            if price <= 0 or price > spec.max_price:
+            if price <= 0 or price > inst.max_price:
                 raise _Refused(Reason.INVALID_PRICE)
-            if price % spec.tick:
+            if price % inst.tick:
                 raise _Refused(Reason.OFF_TICK)
             if post_only and (tif is _IOC or tif is _FOK or min_qty):
                 raise _Refused(Reason.INVALID_FLAGS)
@@ -390,7 +388,7 @@ class ExchangeCore:
         # Accepted: from here on the state changes.
         order_id = self.next_order_id
         self.next_order_id = order_id + 1
-        if expire_at >= spec.delivery_start:
+        if expire_at >= inst.delivery_start:
             expire_at = NEVER  # closes with its instrument
         now = self.now
         # At most 15 keywords (see _ACCEPTED): the voucher fields are set below.

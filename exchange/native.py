@@ -1,8 +1,8 @@
 """Which build of the core's hot modules runs: compiled by mypyc, or the sources.
 
-``pip install`` compiles ``exchange.book``, ``exchange.core`` and
-``exchange.auction`` with mypyc (see ``setup.py``): the same Python sources,
-type-checked and turned into a C extension, about twice as fast. The build
+``pip install`` compiles the modules named in ``COMPILED`` with mypyc (see
+``setup.py``): the same Python sources, type-checked and turned into a C
+extension, about twice as fast. The build
 writes ``exchange/_built.py``, the SHA-256 of each source it compiled.
 
 The extensions are used only when every compiled source is byte for byte the
@@ -26,7 +26,7 @@ from pathlib import Path
 from types import ModuleType
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-COMPILED = ("exchange.auction", "exchange.book", "exchange.core")
+COMPILED = ("exchange.auction", "exchange.book", "exchange.core", "exchange.records")
 
 
 def source_digest(path: Path) -> str:

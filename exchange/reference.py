@@ -95,8 +95,8 @@ class InstrumentSpec(msgspec.Struct, frozen=True, kw_only=True):
     reference_price: int = 0  # auction tie-break before the first trade; 0 = none
 
 
-class Instrument(msgspec.Struct, kw_only=True):
-    """An instrument's spec and its live trading state."""
+class InstrumentState(msgspec.Struct, kw_only=True):
+    """An instrument's record (``exchange.records.Instrument``), as snapshots store it."""
 
     spec: InstrumentSpec
     status: InstrumentStatus = InstrumentStatus.PRE_OPEN
@@ -106,15 +106,8 @@ class Instrument(msgspec.Struct, kw_only=True):
     trades: int = 0
 
 
-class Account(msgspec.Struct, kw_only=True):
-    """A participant's standing: role, attested facts, money and capacity.
-
-    Cash is split into ``cash`` (free) and ``cash_reserved`` (held by open buy
-    orders). A provider's capacity per instrument is split into free, reserved
-    by open sell orders, and sold. A start-up's bought GPU-hours are in
-    ``holdings``. Claims on issuers receivable are tracked on the claims
-    themselves.
-    """
+class AccountState(msgspec.Struct, kw_only=True):
+    """An account's record (``exchange.records.Account``), as snapshots store it."""
 
     account_id: str
     role: Role

@@ -44,7 +44,8 @@ from exchange.book import Level, Order, OrderBook, OrderState
 from exchange.core import ExchangeCore
 from exchange.events import Trade
 from exchange.journal import sync_directory
-from exchange.reference import Account, Instrument, Side
+from exchange.records import Account, Instrument
+from exchange.reference import AccountState, InstrumentState, Side
 from exchange.vouchers import Programme, Voucher, VoucherClaim
 
 FORMAT_VERSION = 1
@@ -109,9 +110,9 @@ class _Book(msgspec.Struct, array_like=True, frozen=True):
 class _StateV1(msgspec.Struct, frozen=True, kw_only=True):
     seq: int
     now: int
-    instruments: list[Instrument]  # each list keeps its dict's order
+    instruments: list[InstrumentState]  # each list keeps its dict's order
     books: list[_Book]
-    accounts: list[Account]
+    accounts: list[AccountState]
     orders: list[OrderState]
     programmes: list[Programme]
     vouchers: list[Voucher]
@@ -141,12 +142,12 @@ def _state(core: ExchangeCore, seq: int) -> _StateV1:
     return _StateV1(
         seq=seq,
         now=core.now,
-        instruments=list(core.instruments.values()),
+        instruments=[inst.state() for inst in core.instruments.values()],
         books=[
             _Book(iid, _levels(book.bids), _levels(book.asks), book.best_bid, book.best_ask)
             for iid, book in core.books.items()
         ],
-        accounts=list(core.accounts.values()),
+        accounts=[account.state() for account in core.accounts.values()],
         orders=[order.state() for order in core.orders.values()],
         programmes=list(core.programmes.values()),
         vouchers=list(core.vouchers.values()),
@@ -256,11 +257,11 @@ def _core(state: _StateV1) -> ExchangeCore:
     orders = {o.order_id: Order.from_state(o) for o in state.orders}
     placed: set[int] = set()
     core.now = state.now
-    core.instruments = {i.spec.instrument_id: i for i in state.instruments}
+    core.instruments = {i.spec.instrument_id: Instrument.from_state(i) for i in state.instruments}
     core.books = {b.instrument_id: _book(b, orders, placed) for b in state.books}
     if placed != orders.keys():
         raise ValueError(f"orders not on any book: {sorted(orders.keys() - placed)[:10]}")
-    core.accounts = {a.account_id: a for a in state.accounts}
+    core.accounts = {a.account_id: Account.from_state(a) for a in state.accounts}
     core.orders = orders
     core.programmes = {p.programme_id: p for p in state.programmes}
     core.vouchers = {v.voucher_id: v for v in state.vouchers}

@@ -178,8 +178,8 @@ def state_digest(core: ExchangeCore) -> bytes:
     return msgspec.msgpack.encode(
         {
             "now": core.now,
-            "instruments": sorted(core.instruments.items()),
-            "accounts": sorted(core.accounts.items()),
+            "instruments": sorted((i, v.state()) for i, v in core.instruments.items()),
+            "accounts": sorted((i, a.state()) for i, a in core.accounts.items()),
             "orders": sorted((i, o.state()) for i, o in core.orders.items()),
             "books": books,
             "programmes": sorted(core.programmes.items()),

@@ -1,0 +1,162 @@
+"""The core's live records of instruments and accounts.
+
+Plain classes, so that compiled (see ``exchange.native``) their fields are C
+struct members, read and written on the hot path with no lookup. Each has a
+msgspec record form in ``exchange.reference`` (``InstrumentState``,
+``AccountState``) with the same fields: snapshots store that.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+
+from exchange.reference import (
+    AccountState,
+    InstrumentSpec,
+    InstrumentState,
+    InstrumentStatus,
+    Role,
+    Tier,
+)
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+def record_of(obj: object, record: type[S]) -> S:
+    """``obj``'s fields as a ``record`` Struct with the same field names."""
+    return record(**{name: getattr(obj, name) for name in record.__struct_fields__})
+
+
+def fields_of(record: msgspec.Struct) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in record.__struct_fields__}
+
+
+class Instrument:
+    """An instrument's spec and its live trading state.
+
+    The spec's figures that every order checks are copied onto the instrument.
+    """
+
+    spec: InstrumentSpec
+    status: InstrumentStatus
+    last_price: int
+    volume: int  # GPU-hours traded since listing
+    turnover: int  # fen traded since listing
+    trades: int
+    # From the spec, for the hot path:
+    instrument_id: str
+    tick: int
+    lot: int
+    max_price: int
+    max_qty: int
+    delivery_start: int
+
+    def __init__(
+        self,
+        *,
+        spec: InstrumentSpec,
+        status: InstrumentStatus = InstrumentStatus.PRE_OPEN,
+        last_price: int = 0,
+        volume: int = 0,
+        turnover: int = 0,
+        trades: int = 0,
+    ) -> None:
+        self.spec = spec
+        self.status = status
+        self.last_price = last_price
+        self.volume = volume
+        self.turnover = turnover
+        self.trades = trades
+        self.instrument_id = spec.instrument_id
+        self.tick = spec.tick
+        self.lot = spec.lot
+        self.max_price = spec.max_price
+        self.max_qty = spec.max_qty
+        self.delivery_start = spec.delivery_start
+
+    def state(self) -> InstrumentState:
+        return record_of(self, InstrumentState)
+
+    @staticmethod
+    def from_state(state: InstrumentState) -> Instrument:
+        return Instrument(**fields_of(state))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Instrument) and self.state() == other.state()
+
+    def __repr__(self) -> str:
+        return repr(self.state()).replace("InstrumentState", "Instrument", 1)
+
+
+class Account:
+    """A participant's standing: role, attested facts, money and capacity.
+
+    Cash is split into ``cash`` (free) and ``cash_reserved`` (held by open buy
+    orders). A provider's capacity per instrument is split into free, reserved
+    by open sell orders, and sold. A start-up's bought GPU-hours are in
+    ``holdings``. Claims on issuers receivable are tracked on the claims
+    themselves.
+    """
+
+    account_id: str
+    role: Role
+    tier: Tier | None  # providers only
+    hub: str  # providers only
+    revenue: int  # attested yearly revenue, fen (voucher eligibility)
+    projects: list[str]  # government projects
+    cash: int
+    cash_reserved: int
+    capacity: dict[str, int]
+    capacity_reserved: dict[str, int]
+    capacity_sold: dict[str, int]
+    holdings: dict[str, int]
+    related: set[str]
+    client_order_ids: dict[str, int]
+
+    def __init__(
+        self,
+        *,
+        account_id: str,
+        role: Role,
+        tier: Tier | None = None,
+        hub: str = "",
+        revenue: int = 0,
+        projects: list[str] | None = None,
+        cash: int = 0,
+        cash_reserved: int = 0,
+        capacity: dict[str, int] | None = None,
+        capacity_reserved: dict[str, int] | None = None,
+        capacity_sold: dict[str, int] | None = None,
+        holdings: dict[str, int] | None = None,
+        related: set[str] | None = None,
+        client_order_ids: dict[str, int] | None = None,
+    ) -> None:
+        self.account_id = account_id
+        self.role = role
+        self.tier = tier
+        self.hub = hub
+        self.revenue = revenue
+        self.projects = [] if projects is None else projects
+        self.cash = cash
+        self.cash_reserved = cash_reserved
+        self.capacity = {} if capacity is None else capacity
+        self.capacity_reserved = {} if capacity_reserved is None else capacity_reserved
+        self.capacity_sold = {} if capacity_sold is None else capacity_sold
+        self.holdings = {} if holdings is None else holdings
+        self.related = set() if related is None else related
+        self.client_order_ids = {} if client_order_ids is None else client_order_ids
+
+    def state(self) -> AccountState:
+        return record_of(self, AccountState)
+
+    @staticmethod
+    def from_state(state: AccountState) -> Account:
+        return Account(**fields_of(state))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Account) and self.state() == other.state()
+
+    def __repr__(self) -> str:
+        return repr(self.state()).replace("AccountState", "Account", 1)
