@@ -123,6 +123,26 @@ def _valid_id(value: str) -> bool:
 # value, so the event is equal, and encodes byte for byte the same, as one
 # built with keywords.
 _replace = msgspec.structs.replace
+_astuple = msgspec.structs.astuple
+# _new_order unpacks a NewOrder by position, so its fields must stay in this order.
+_NEW_ORDER_FIELDS: Final = (
+    "actor",
+    "ts",
+    "client_order_id",
+    "instrument_id",
+    "side",
+    "qty",
+    "price",
+    "order_type",
+    "tif",
+    "expire_at",
+    "post_only",
+    "min_qty",
+    "stp",
+    "voucher_id",
+)
+if cmd.NewOrder.__struct_fields__ != _NEW_ORDER_FIELDS:
+    raise ImportError("exchange.core unpacks NewOrder by position: update _NEW_ORDER_FIELDS")
 _force_setattr = msgspec.structs.force_setattr
 _ACCEPTED: Final = OrderAccepted(
     ts=0,
@@ -287,37 +307,58 @@ class ExchangeCore:
     # --- orders ----------------------------------------------------------------
 
     def _new_order(self, c: cmd.NewOrder, out: list[Event]) -> None:
-        actor = c.actor
+        # Every field at once: one call instead of a generic attribute lookup
+        # per field (a Struct's fields are not C members to compiled code).
+        actor: str
+        coid: str
+        instrument_id: str
+        side: Side
+        qty: int
+        price: int
+        order_type: OrderType
+        tif: TimeInForce
+        expire_at: int
+        post_only: bool
+        min_qty: int
+        stp: SelfTradePrevention
+        voucher_id: int
+        (
+            actor,
+            _,
+            coid,
+            instrument_id,
+            side,
+            qty,
+            price,
+            order_type,
+            tif,
+            expire_at,
+            post_only,
+            min_qty,
+            stp,
+            voucher_id,
+        ) = _astuple(c)
         account = self.accounts.get(actor)
         if account is None:
             raise _Refused(Reason.UNKNOWN_ACCOUNT)
-        instrument_id = c.instrument_id
         inst = self.instruments.get(instrument_id)
         if inst is None:
             raise _Refused(Reason.UNKNOWN_INSTRUMENT)
-        side = c.side
-        tif = c.tif
-        qty = c.qty
         lot = inst.lot
-        post_only = c.post_only
-        min_qty = c.min_qty
-        expire_at = c.expire_at
         # 1. Validation
         if qty <= 0 or qty > inst.max_qty:
             raise _Refused(Reason.INVALID_QUANTITY)
         if qty % lot:
             raise _Refused(Reason.OFF_LOT)
-        order_type = c.order_type
         market = order_type is _MARKET
         if market:
-            if c.price:
+            if price:
                 raise _Refused(Reason.INVALID_PRICE)
             if tif is not _IOC and tif is not _FOK:
                 raise _Refused(Reason.INVALID_TIME_IN_FORCE)
             if post_only:
                 raise _Refused(Reason.INVALID_FLAGS)
         else:
-            price = c.price
             if price <= 0 or price > inst.max_price:
                 raise _Refused(Reason.INVALID_PRICE)
             if price % inst.tick:
@@ -331,10 +372,8 @@ class ExchangeCore:
             raise _Refused(Reason.INVALID_EXPIRY)
         if min_qty and (min_qty < 0 or min_qty > qty or min_qty % lot):
             raise _Refused(Reason.INVALID_MIN_QTY)
-        voucher_id = c.voucher_id
         if voucher_id and side is _SELL:
             raise _Refused(Reason.INVALID_FLAGS)
-        coid = c.client_order_id
         if not (0 < len(coid) <= MAX_ID_LEN and coid.isprintable() and coid.strip() == coid):
             raise _Refused(Reason.INVALID_ID)  # _valid_id(coid), inlined
         # 2. Reference and permission
@@ -365,7 +404,10 @@ class ExchangeCore:
             elif book.best_bid and price <= book.best_bid:
                 raise _Refused(Reason.POST_ONLY_WOULD_CROSS)
         # 3. Risk
-        if tif is not _GTD:
+        # NEVER is beyond the compiled core's small-int range, so comparing with
+        # it is slow: ``expires`` says whether expire_at is a real time instead.
+        expires = tif is _GTD
+        if not expires:
             expire_at = NEVER
         rate = 0
         voucher_cap = 0
@@ -375,8 +417,9 @@ class ExchangeCore:
             if voucher_id:
                 voucher, rate = self._voucher_for(voucher_id, actor, inst)
                 voucher_cap = min(voucher.balance, rate * notional // BP)
-                if voucher.expires_at < expire_at:
+                if not expires or voucher.expires_at < expire_at:
                     expire_at = voucher.expires_at
+                    expires = True
             cash_needed = notional - voucher_cap
             if account.cash < cash_needed:
                 raise _Refused(Reason.INSUFFICIENT_FUNDS)
@@ -388,8 +431,9 @@ class ExchangeCore:
         # Accepted: from here on the state changes.
         order_id = self.next_order_id
         self.next_order_id = order_id + 1
-        if expire_at >= inst.delivery_start:
+        if expires and expire_at >= inst.delivery_start:
             expire_at = NEVER  # closes with its instrument
+            expires = False
         now = self.now
         # At most 15 keywords (see _ACCEPTED): the voucher fields are set below.
         order = Order(
@@ -405,7 +449,7 @@ class ExchangeCore:
             expire_at=expire_at,
             post_only=post_only,
             min_qty=min_qty,
-            stp=c.stp,
+            stp=stp,
             cash_reserved=cash_needed,
             entered_at=now,
         )
@@ -462,7 +506,7 @@ class ExchangeCore:
             self.next_priority = priority + 1
             book.add(order)
             self.orders[order_id] = order
-            if expire_at != NEVER:
+            if expires:
                 heapq.heappush(self.expiries, (expire_at, order_id))
         else:
             self._rest_or_finish(book, order, out)
