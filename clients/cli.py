@@ -3,6 +3,9 @@
 ``suanli journal verify PATH`` replays a journal from its first command into a
 fresh core, checks the core's invariants along the way (``exchange.audit``)
 and compares the state with every snapshot it passes, then prints a summary.
+For a data directory it reads the segments the store archived (``archive/``)
+before the live ones, so retention never hides history from the tools; if
+retention deleted segments, both commands say so and which commands are gone.
 ``suanli journal export PATH --out FILE.csv`` writes every compute contract
 (each trade is one) in journal order, for audit. Both only read: a torn tail is
 reported, not cut off. Exit status: 0 when sound, 1 on damage or a broken
@@ -35,7 +38,7 @@ from exchange.core import ExchangeCore
 from exchange.events import ClaimSettled, Event, Rejected, Trade
 from exchange.journal import Batch, JournalError, JournalReader
 from exchange.snapshot import SnapshotError, digest, list_snapshots, read_snapshot
-from exchange.store import gc_paused, replay
+from exchange.store import ARCHIVE_DIR, gc_paused, history_reader, missing_history, replay
 
 _stderr = Console(stderr=True)
 
@@ -66,6 +69,7 @@ class _Replay:
     reader: JournalReader
     snapshots: dict[int, Path]
     check_every: int
+    data_dir: Path | None = None  # when PATH was a data directory: archive/ included
     core: ExchangeCore = field(default_factory=ExchangeCore)
     commands: Counter[str] = field(default_factory=Counter)
     rejected: int = 0
@@ -114,12 +118,30 @@ class _Replay:
             result["error"] = "snapshot state differs from the replayed state"
         self.snapshot_results.append(result)
 
-    def run(self, observe: Callable[[int, Command, list[Event]], None] | None = None) -> None:
-        if self.reader.first_seq != 1:
-            raise JournalError(
-                f"{self.reader.segments[0].path}: the journal starts at command "
-                f"{self.reader.first_seq}; a replay from scratch needs command 1"
+    def check_start(self) -> None:
+        """Raise ``JournalError``, saying why, unless the journal starts at command 1."""
+        first = self.reader.first_seq
+        if first != 1:
+            start = self.reader.segments[0].path
+            if self.data_dir is not None:
+                raise JournalError(
+                    f"{self.data_dir}: the journal starts at command {first} ({start}); "
+                    + missing_history(self.data_dir, first)
+                )
+            archive = start.parent.parent / ARCHIVE_DIR
+            hint = (
+                f" (earlier segments are in {archive}: pass the data directory "
+                f"{start.parent.parent} to read them too)"
+                if start.parent.name == "journal" and archive.is_dir()
+                else ""
             )
+            raise JournalError(
+                f"{start}: the journal starts at command {first}; "
+                f"a replay from scratch needs command 1{hint}"
+            )
+
+    def run(self, observe: Callable[[int, Command, list[Event]], None] | None = None) -> None:
+        self.check_start()
 
         def both(seq: int, command: Command, events: list[Event]) -> None:
             self.observe(seq, command, events)
@@ -157,13 +179,15 @@ def _progress(total: int) -> Iterator[Callable[[int], None]]:
         yield lambda n: progress.advance(task, n)
 
 
-def _reader(path: Path) -> tuple[JournalReader, Path | None]:
-    """The journal at PATH (data dir, journal dir or segment file) and the snapshot dir."""
+def _replay_of(path: Path, check_every: int, *, snapshots: bool) -> _Replay:
+    """A replay of the journal at PATH: a data dir (its archive included, and its
+    snapshots to compare if ``snapshots``), a journal dir, or a segment file."""
     if path.is_file():
-        return JournalReader.for_file(path), None
+        return _Replay(JournalReader.for_file(path), {}, check_every)
     if (path / "journal").is_dir():
-        return JournalReader(path / "journal"), path / "snapshots"
-    return JournalReader(path), None
+        found = dict(list_snapshots(path / "snapshots")) if snapshots else {}
+        return _Replay(history_reader(path), found, check_every, data_dir=path)
+    return _Replay(JournalReader(path), {}, check_every)
 
 
 def _fail(message: str, as_json: bool) -> None:
@@ -189,10 +213,11 @@ def _fail(message: str, as_json: bool) -> None:
 def verify(path: Path, as_json: bool, check_every: int) -> None:
     """Replay the journal at PATH from scratch and check it.
 
-    PATH is a data directory (its snapshots are compared with the replay as it
-    passes them), a journal directory, or one segment file starting at command
-    1. Prints commands, trades and digests of the final balances and state.
-    Exits 1 if a record is damaged, an invariant breaks or a snapshot differs.
+    PATH is a data directory (its archived segments are read before the live
+    ones, and its snapshots are compared with the replay as it passes them), a
+    journal directory, or one segment file starting at command 1. Prints
+    commands, trades and digests of the final balances and state. Exits 1 if a
+    record is damaged or missing, an invariant breaks or a snapshot differs.
 
     \b
     Examples:
@@ -200,9 +225,8 @@ def verify(path: Path, as_json: bool, check_every: int) -> None:
       suanli journal verify data/journal --check-every 1 --json
     """
     try:
-        reader, snapshot_dir = _reader(path)
-        snapshots = {seq: p for seq, p in list_snapshots(snapshot_dir)} if snapshot_dir else {}
-        run = _Replay(reader, snapshots, check_every)
+        run = _replay_of(path, check_every, snapshots=True)
+        reader = run.reader
         started = time.perf_counter()
         run.run()
         seconds = time.perf_counter() - started
@@ -215,6 +239,7 @@ def verify(path: Path, as_json: bool, check_every: int) -> None:
         "ok": run.ok,
         "path": str(path),
         "segments": len(reader.segments),
+        "archived_segments": sum(s.path.parent.name == ARCHIVE_DIR for s in reader.segments),
         "records": reader.records,
         "commands": sum(run.commands.values()),
         "last_seq": run.last_seq,
@@ -257,6 +282,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
     for key in (
         "path",
         "segments",
+        "archived_segments",
         "records",
         "commands",
         "last_seq",
@@ -403,7 +429,8 @@ def export(path: Path, out: Path, claims: Path | None, as_json: bool) -> None:
     Each trade is one compute contract: one row with its sequence number, time,
     instrument, price (fen per GPU-hour), GPU-hours, value, the cash and voucher
     parts, the voucher's programme and issuer, the claim, buyer and seller.
-    Rows come in journal order.
+    Rows come in journal order, from command 1: for a data directory the
+    segments the store archived are read first.
 
     \b
     Examples:
@@ -411,8 +438,8 @@ def export(path: Path, out: Path, claims: Path | None, as_json: bool) -> None:
       suanli journal export data/journal --out contracts.csv --claims claims.csv
     """
     try:
-        reader, _ = _reader(path)
-        run = _Replay(reader, {}, check_every=0)
+        run = _replay_of(path, check_every=0, snapshots=False)
+        run.check_start()  # before any file is written
         with out.open("w", newline="", encoding="utf-8") as handle:
             writer = _ContractWriter(handle, run.core)
             run.run(writer)

@@ -11,7 +11,10 @@ Layout
 A journal is a directory of segment files named by the sequence number of
 their first command, ``00000000000000000001.wal``. A segment is a file header
 then records; a new segment starts when the current one would pass
-``segment_bytes``. All integers are little-endian.
+``segment_bytes``. All integers are little-endian. Segments a snapshot has
+made unnecessary may be moved to an archive directory (``exchange.store``'s
+retention); ``merge_segments`` joins the listings of both directories, and a
+``JournalReader`` given the result reads them as one journal.
 
 File header, 24 bytes::
 
@@ -196,6 +199,23 @@ def list_segments(directory: Path) -> list[Segment]:
             segments.append(Segment(Path(entry.path), int(match.group(1)), entry.stat().st_size))
     segments.sort(key=lambda s: s.first_seq)
     return segments
+
+
+def merge_segments(*listings: list[Segment]) -> list[Segment]:
+    """Segment listings of several directories (an archive, the live journal) as one.
+
+    A segment's first command may appear in one directory only: two files for
+    the same segment raise ``JournalError`` naming both, rather than pick one.
+    """
+    by_seq: dict[int, Segment] = {}
+    for segment in (s for listing in listings for s in listing):
+        other = by_seq.setdefault(segment.first_seq, segment)
+        if other is not segment:
+            raise JournalError(
+                f"segment {segment_name(segment.first_seq)} is in two places: "
+                f"{other.path} and {segment.path}; keep one"
+            )
+    return [by_seq[seq] for seq in sorted(by_seq)]
 
 
 def _record_at(data: bytes, pos: int) -> tuple[int, int, int, int] | str:
@@ -427,6 +447,19 @@ def _write_file(path: Path, data: bytes | bytearray) -> None:
         os.close(fd)
 
 
+def append_file(path: Path, data: bytes) -> None:
+    """Append ``data`` to a file, creating it if need be, and make it durable."""
+    new = not path.exists()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        _write_all(fd, memoryview(data), os.fstat(fd).st_size)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if new:
+        sync_directory(path.parent)
+
+
 def _write_all(fd: int, data: memoryview, offset: int) -> None:
     while data:
         written = os.pwrite(fd, data, offset)
@@ -582,5 +615,9 @@ __all__ = [
     "Segment",
     "Tail",
     "TornTail",
+    "append_file",
+    "list_segments",
+    "merge_segments",
     "read_commands",
+    "segment_name",
 ]

@@ -15,16 +15,31 @@ was acknowledged was in the journal first, and the core is deterministic.
 
 Layout of ``data_dir``::
 
-    LOCK         held (flock) while a store is open: one process per directory
-    journal/     segments of the write-ahead journal (exchange.journal)
-    snapshots/   snapshot-<seq>.snap files (exchange.snapshot)
+    LOCK           locked (lockf) while a store is open: one store per directory
+    journal/       segments of the write-ahead journal (exchange.journal)
+    snapshots/     snapshot-<seq>.snap files (exchange.snapshot)
+    archive/       journal segments retired behind the snapshots (retention="archive")
+    retention.log  one JSON line per segment archived or deleted, for audit
 
 Snapshots. ``store.snapshot()`` writes one now. With ``snapshot_every=N``
-the store captures the state after the batch that takes it N or more commands
-past the last snapshot, on the service's loop between batches (the state is
-consistent there), and writes the bytes on a background thread. Snapshots only
-shorten recovery: the journal is kept whole, so a damaged snapshot costs time,
-never data. The newest ``keep_snapshots`` are kept.
+the store takes one after the batch that takes the state N or more commands
+past the last snapshot. ``snapshot_capture="fork"`` (the default on Linux)
+forks the process there, between batches, where the state is consistent: the
+child holds a copy-on-write image of the core at exactly that sequence number,
+encodes it, writes and verifies the file and exits, while the service goes on;
+the loop pauses only for the ``fork`` itself. ``"loop"`` encodes the state on
+the service's loop and writes it on a thread. One snapshot is in flight at a
+time; one that fails is logged (``snapshot_failed``) and costs nothing but a
+longer replay at the next start.
+
+A snapshot counts once it is *verified*: read back from its file, loaded, and
+found sound by ``exchange.audit``, the same test recovery applies. Only then
+are older snapshots beyond the newest ``keep_snapshots`` removed, and journal
+segments whose every command is at or before the oldest snapshot kept are
+retired (``retention``): moved to ``archive/`` (the default), deleted, or kept.
+Recovery never needs a retired segment while any kept snapshot is usable; if
+none is, it reads the archive. ``history_reader(data_dir)`` reads archived and
+live segments as one journal, from command 1, for the audit tools.
 
 Call ``snapshot`` and ``close`` from the thread that runs the service's loop,
 or when no service is running.
@@ -33,15 +48,24 @@ or when no service is running.
 from __future__ import annotations
 
 import contextlib
+import datetime
+import errno
 import fcntl
 import gc
+import itertools
 import os
+import queue
+import signal
+import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, NoReturn, get_args
 
+import msgspec
 import structlog
 
 from exchange import audit
@@ -53,7 +77,12 @@ from exchange.journal import (
     Batch,
     Journal,
     JournalReader,
+    Segment,
     TornTail,
+    append_file,
+    list_segments,
+    merge_segments,
+    sync_directory,
 )
 from exchange.snapshot import (
     SnapshotError,
@@ -66,7 +95,14 @@ from exchange.snapshot import (
 log = structlog.get_logger("exchange.store")
 
 DEFAULT_SNAPSHOT_EVERY = 100_000  # commands
+JOURNAL_DIR = "journal"
+SNAPSHOT_DIR = "snapshots"
+ARCHIVE_DIR = "archive"
+RETENTION_LOG = "retention.log"
+
 Observer = Callable[[int, Command, list[Event]], None]
+Retention = Literal["archive", "delete", "keep"]
+SnapshotCapture = Literal["auto", "fork", "loop"]
 
 
 class StoreError(Exception):
@@ -84,6 +120,47 @@ class Recovery:
     torn: TornTail | None
     faults: int  # commands that raised in the core (as they did when first applied)
     seconds: float
+    archived_segments: int = 0  # retired segments read because no kept snapshot was usable
+
+
+class Retired(msgspec.Struct, frozen=True):
+    """One line of ``retention.log``: a journal segment archived or deleted."""
+
+    action: Literal["archived", "deleted"]
+    segment: str  # file name
+    first_seq: int
+    last_seq: int
+    bytes: int
+    behind_snapshot: int  # the oldest snapshot kept when it was retired
+    time: str  # UTC, ISO 8601
+
+
+class SnapshotReport(msgspec.Struct, frozen=True):
+    """A snapshot written and verified, and what retention did after it.
+
+    A forked writer sends it to the parent on a pipe as JSON.
+    """
+
+    seq: int
+    path: str
+    bytes: int
+    pid: int  # the process that encoded and wrote it: a child when forked
+    seconds: float  # encode, write, fsync, read back, load, audit, retention
+    retired: tuple[Retired, ...] = ()
+    retention_error: str = ""  # retention failed (the snapshot itself is good)
+
+
+@dataclass(frozen=True, slots=True)
+class _Child:
+    """A forked snapshot writer not yet reaped."""
+
+    pid: int
+    seq: int
+    report_fd: int  # the read end of its report pipe (non-blocking)
+
+
+_report_codec = (msgspec.json.Encoder(), msgspec.json.Decoder(SnapshotReport))
+_retired_decoder = msgspec.json.Decoder(Retired)
 
 
 def replay(
@@ -131,6 +208,15 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def fork_available() -> bool:
+    """Whether ``snapshot_capture="auto"`` forks: on Linux, where it is tested.
+
+    (macOS has ``fork``, but its system libraries are not safe in the child of
+    a threaded process; ``"fork"`` can still be asked for there.)
+    """
+    return hasattr(os, "fork") and sys.platform.startswith("linux")
+
+
 class StoreJournal:
     """What the service writes to: the journal, and a hook for applied batches."""
 
@@ -157,9 +243,11 @@ class Store:
         journal: Journal,
         recovery: Recovery,
         *,
-        lock_fd: int,
+        lock: _DirectoryLock,
         snapshot_every: int,
         keep_snapshots: int,
+        snapshot_capture: Literal["fork", "loop"],
+        retention: Retention,
     ) -> None:
         self.data_dir = data_dir
         self.core = core
@@ -168,10 +256,21 @@ class Store:
         self.applied_seq = recovery.last_seq
         self.snapshot_every = snapshot_every
         self.keep_snapshots = keep_snapshots
+        self.snapshot_capture = snapshot_capture
+        self.retention = retention
         self.snapshot_failure: BaseException | None = None
+        self.last_snapshot: SnapshotReport | None = None
+        self.snapshots_written = 0
         self._last_snapshot_seq = recovery.snapshot_seq
-        self._writer: threading.Thread | None = None
-        self._lock_fd = lock_fd
+        self._lock = lock
+        self._child: _Child | None = None  # "fork": the writer, until it is reaped
+        # "loop": one worker thread writes the bytes encoded on the loop (started
+        # once, so a snapshot costs the loop no thread start); ``_idle`` is clear
+        # while it has one to write.
+        self._jobs: queue.SimpleQueue[tuple[int, bytes] | None] = queue.SimpleQueue()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._worker: threading.Thread | None = None
 
     @property
     def next_seq(self) -> int:
@@ -180,45 +279,73 @@ class Store:
 
     @property
     def snapshot_dir(self) -> Path:
-        return self.data_dir / "snapshots"
+        return self.data_dir / SNAPSHOT_DIR
+
+    @property
+    def snapshot_in_flight(self) -> bool:
+        """A snapshot is being written (or its forked writer has not been reaped yet)."""
+        return self._child is not None or not self._idle.is_set()
 
     def applied(self, last_seq: int) -> None:
-        """Note the service's progress; take a periodic snapshot when one is due."""
+        """Note the service's progress; start a periodic snapshot when one is due.
+
+        Returns at once. ``"fork"``: reaps a finished writer (``waitpid`` with
+        ``WNOHANG``), or forks a new one when a snapshot is due. ``"loop"``:
+        encodes the state here and hands the bytes to the worker thread.
+        """
         self.applied_seq = last_seq
+        if self._child is not None:
+            self._reap(block=False)
         if not self.snapshot_every or last_seq - self._last_snapshot_seq < self.snapshot_every:
             return
-        if self._writer is not None and self._writer.is_alive():
+        if self.snapshot_in_flight:
             return  # the previous one is still being written; try after the next batch
+        self._last_snapshot_seq = last_seq
+        if self.snapshot_capture == "fork":
+            self._fork(last_seq)
+            return
         try:
             data = capture(self.core, last_seq)
         except SnapshotError as exc:
             self._snapshot_failed(last_seq, exc)
             return
-        self._last_snapshot_seq = last_seq
-        self._writer = threading.Thread(
-            target=self._write, args=(last_seq, data), name="snapshot-writer", daemon=True
-        )
-        self._writer.start()
+        self._idle.clear()
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._work, name="snapshot", daemon=True)
+            self._worker.start()
+        self._jobs.put((last_seq, data))
 
     def snapshot(self) -> Path:
-        """Write a snapshot of the state now (after command ``applied_seq``); its path."""
-        self._wait_for_writer()
+        """Write and verify a snapshot of the state now (after ``applied_seq``); its path.
+
+        Synchronous and in this process, whatever ``snapshot_capture`` says.
+        Raises ``SnapshotError`` or ``OSError`` if it cannot be written or verified.
+        """
+        self.wait_for_snapshot()
         seq = self.applied_seq
-        path = write_snapshot(self.snapshot_dir, seq, capture(self.core, seq))
+        started = time.perf_counter()
+        report = self._finish_snapshot(capture(self.core, seq), seq, started)
         self._last_snapshot_seq = seq
-        self._prune()
-        log.info("snapshot_written", seq=seq, path=str(path))
-        return path
+        self._snapshot_written(report)
+        return Path(report.path)
+
+    def wait_for_snapshot(self) -> None:
+        """Return once no snapshot is in flight (it has been written, or has failed)."""
+        if self._child is not None:
+            self._reap(block=True)
+        self._idle.wait()
 
     def close(self) -> None:
-        """Finish a snapshot being written, close the journal, release the directory."""
-        self._wait_for_writer()
+        """Finish a snapshot in flight, close the journal, release the directory."""
+        self.wait_for_snapshot()
+        if self._worker is not None:
+            self._jobs.put(None)
+            self._worker.join()
+            self._worker = None
         try:
             self.journal.journal.close()
         finally:
-            if self._lock_fd >= 0:
-                os.close(self._lock_fd)  # releases the flock
-                self._lock_fd = -1
+            self._lock.release()
 
     def __enter__(self) -> Store:
         return self
@@ -226,62 +353,422 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _write(self, seq: int, data: bytes) -> None:
+    # --- writing, verifying, retiring --------------------------------------------------
+
+    def _finish_snapshot(
+        self, data: bytes, seq: int, started: float, parent: int = 0
+    ) -> SnapshotReport:
+        """Everything after the capture: write, verify, then prune and retire.
+
+        Runs in the forked child, on the worker thread, or in ``snapshot()``;
+        it logs nothing (the child must not), ``_snapshot_written`` does. In a
+        child, ``parent`` is the exchange's pid: once that has gone (killed
+        mid-snapshot, and perhaps restarted already), the child prunes nothing.
+        """
+        path = write_snapshot(self.snapshot_dir, seq, data)
         try:
-            started = time.perf_counter()
-            path = write_snapshot(self.snapshot_dir, seq, data)
-            self._prune()
+            _usable_snapshot(path)
+        except SnapshotError:
+            # Out of the listing, so it never counts as kept; still there to look at.
+            os.replace(path, path.with_name(path.name + ".unverified"))
+            raise
+        retired: list[Retired] = []
+        error = ""
+        try:
+            if parent and os.getppid() != parent:
+                error = "the exchange process ended: retention left to the next start"
+            else:
+                retired = self._prune(seq)
+        except OSError as exc:  # not fatal: retention tries again after the next snapshot
+            error = str(exc)
+        seconds = time.perf_counter() - started
+        return SnapshotReport(
+            seq, str(path), len(data), os.getpid(), seconds, tuple(retired), error
+        )
+
+    def _prune(self, verified_seq: int) -> list[Retired]:
+        """After a verified snapshot: drop old snapshots, retire the segments behind them."""
+        snapshots = list_snapshots(self.snapshot_dir)
+        for _, path in snapshots[: -self.keep_snapshots]:
+            path.unlink(missing_ok=True)
+        kept = snapshots[-self.keep_snapshots :]
+        if not kept:
+            return []
+        return retire_segments(self.data_dir, min(kept[0][0], verified_seq), self.retention)
+
+    def _work(self) -> None:
+        """The worker thread (``"loop"``): write each snapshot encoded on the loop."""
+        while (job := self._jobs.get()) is not None:
+            seq, data = job
+            try:
+                report = self._finish_snapshot(data, seq, time.perf_counter())
+            except (OSError, SnapshotError) as exc:
+                self._snapshot_failed(seq, exc)
+            except Exception as exc:  # a bug, not a failed write: still never fatal
+                log.exception("snapshot_fault", seq=seq)
+                self.snapshot_failure = exc
+            else:
+                self._snapshot_written(report)
+            finally:
+                del job, data
+                self._idle.set()
+
+    # --- forked writers ---------------------------------------------------------------
+
+    def _fork(self, seq: int) -> None:
+        """Fork a child that writes, verifies and retires; ``_reap`` hears from it."""
+        read_fd, write_fd = os.pipe()
+        try:
+            with warnings.catch_warnings():
+                # Python 3.12+ warns of fork in a threaded process; the child only
+                # encodes, writes and exits, touching no lock another thread may hold.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pid = os.fork()
         except OSError as exc:
+            os.close(read_fd)
+            os.close(write_fd)
             self._snapshot_failed(seq, exc)
             return
+        if pid == 0:
+            self._child_main(seq, write_fd)
+        os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        self._child = _Child(pid, seq, read_fd)
+
+    def _child_main(self, seq: int, report_fd: int) -> NoReturn:
+        """In the forked child: write, verify and retire, report on the pipe, exit.
+
+        Only this thread exists here, and locks that other threads of the parent
+        held at the fork stay held forever: so no logging, no imports, no
+        asyncio; encoding, system calls and ``os._exit``, whatever happens. The
+        outcome goes to the parent as a JSON ``SnapshotReport`` (or an error
+        text) on the pipe, and the exit status.
+
+        First it lets go of every file the parent had open but the pipe: the
+        data directory's ``LOCK`` (a restart must not find it held by an
+        orphaned writer), sockets (a connection the parent closes must end
+        now, not when this process does), the loop's epoll and wake-up fds,
+        the journal; 0, 1 and 2 are pointed at /dev/null.
+        """
+        code = 1
+        try:
+            started = time.perf_counter()
+            parent = os.getppid()
+            gc.disable()  # a collection would touch, and so copy, every page of the image
+            with contextlib.suppress(ValueError, OSError):
+                signal.set_wakeup_fd(-1)  # the parent's loop must not hear this process's signals
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C stops the parent, which waits
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            if report_fd < 3:  # the parent ran without stdin, say: keep the pipe above 2
+                report_fd = fcntl.fcntl(report_fd, fcntl.F_DUPFD, 3)
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.closerange(3, report_fd)
+            os.closerange(report_fd + 1, _max_fd())
+            data = capture(self.core, seq)
+            if os.getppid() != parent:
+                os.write(report_fd, b"the exchange process ended before the snapshot was written")
+                os._exit(3)
+            report = self._finish_snapshot(data, seq, started, parent)
+            os.write(report_fd, _report_codec[0].encode(report))
+            code = 0
+        except BaseException as exc:
+            with contextlib.suppress(BaseException):
+                os.write(report_fd, f"{type(exc).__name__}: {exc}"[:4_000].encode())
+        finally:
+            os._exit(code)
+
+    def _reap(self, *, block: bool) -> None:
+        """If the forked writer has ended (or, with ``block``, once it has), hear its report."""
+        child = self._child
+        assert child is not None
+        try:
+            pid, status = os.waitpid(child.pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:  # reaped by someone else (a SIGCHLD handler): trust the pipe
+            pid, status = child.pid, -1
+        if pid == 0:
+            return  # still writing
+        self._child = None
+        chunks = []
+        with contextlib.suppress(BlockingIOError):  # it has ended: all it wrote is there
+            while chunk := os.read(child.report_fd, 65_536):
+                chunks.append(chunk)
+        os.close(child.report_fd)
+        message = b"".join(chunks)
+        code = None if status == -1 else os.waitstatus_to_exitcode(status)
+        if code in (0, None):
+            with contextlib.suppress(msgspec.DecodeError):
+                self._snapshot_written(_report_codec[1].decode(message))
+                return
+        cause = _exit_cause(code)
+        detail = message.decode("utf-8", "replace") or "no report"
+        self._snapshot_failed(
+            child.seq, SnapshotError(f"snapshot writer {child.pid}: {cause}: {detail}")
+        )
+
+    # --- outcomes, logged in this process ---------------------------------------------
+
+    def _snapshot_written(self, report: SnapshotReport) -> None:
+        self.last_snapshot = report
+        self.snapshots_written += 1
         log.info(
             "snapshot_written",
-            seq=seq,
-            path=str(path),
-            bytes=len(data),
-            seconds=round(time.perf_counter() - started, 3),
+            seq=report.seq,
+            path=report.path,
+            bytes=report.bytes,
+            pid=report.pid,
+            seconds=round(report.seconds, 3),
         )
+        for retired in report.retired:
+            log.info(
+                "journal_segment_" + retired.action,
+                segment=retired.segment,
+                first_seq=retired.first_seq,
+                last_seq=retired.last_seq,
+                behind_snapshot=retired.behind_snapshot,
+            )
+        if report.retention_error:
+            log.error("retention_failed", seq=report.seq, error=report.retention_error)
 
     def _snapshot_failed(self, seq: int, exc: BaseException) -> None:
         # Not fatal: the journal holds everything; recovery just replays more.
         self.snapshot_failure = exc
         log.error("snapshot_failed", seq=seq, error=str(exc))
 
-    def _wait_for_writer(self) -> None:
-        if self._writer is not None:
-            self._writer.join()
-            self._writer = None
 
-    def _prune(self) -> None:
-        for _, path in list_snapshots(self.snapshot_dir)[: -self.keep_snapshots or None]:
-            path.unlink(missing_ok=True)
-
-
-def _lock(data_dir: Path) -> int:
-    fd = os.open(data_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+def _max_fd() -> int:
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise StoreError(f"{data_dir} is in use by another process (LOCK is held)") from None
-    return fd
+        return max(os.sysconf("SC_OPEN_MAX"), 256)
+    except (ValueError, OSError):
+        return 65_536
+
+
+def _exit_cause(code: int | None) -> str:
+    if code is None:
+        return "exit status unknown"
+    if code >= 0:
+        return f"exit status {code}"
+    try:
+        return f"killed by signal {-code} ({signal.Signals(-code).name})"
+    except ValueError:
+        return f"killed by signal {-code}"
+
+
+def retire_segments(data_dir: Path, behind: int, retention: Retention) -> list[Retired]:
+    """Archive or delete the journal segments holding no command after ``behind``.
+
+    The newest segment is never retired: it is the one being appended to. Every
+    segment retired is written to ``retention.log`` (and fsynced) first; an
+    archived one is moved, under its name, to ``archive/``. Logs nothing (a
+    forked writer runs it): the records returned are what it did.
+    """
+    if retention == "keep":
+        return []
+    journal_dir = data_dir / JOURNAL_DIR
+    segments = list_segments(journal_dir)
+    done: list[Retired] = []
+    stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    action: Literal["archived", "deleted"] = "archived" if retention == "archive" else "deleted"
+    archive = data_dir / ARCHIVE_DIR
+    retiring = [
+        (segment, following.first_seq - 1)
+        for segment, following in itertools.pairwise(segments)
+        if following.first_seq - 1 <= behind
+    ]
+    if not retiring:
+        return done
+    if retention == "archive":
+        archive.mkdir(exist_ok=True)
+        for segment, _ in retiring:
+            if (archive / segment.path.name).exists():
+                raise OSError(
+                    errno.EEXIST,
+                    f"cannot archive {segment.path}: {archive / segment.path.name} exists",
+                )
+    records = [
+        Retired(action, s.path.name, s.first_seq, last, s.size, behind, stamp)
+        for s, last in retiring
+    ]
+    encoder = msgspec.json.Encoder()
+    append_file(data_dir / RETENTION_LOG, b"".join(encoder.encode(r) + b"\n" for r in records))
+    for (segment, _), record in zip(retiring, records, strict=True):
+        # A torn tail kept beside its segment goes where the segment goes.
+        for path in (segment.path, *journal_dir.glob(f"{segment.path.name}.torn-*")):
+            if retention == "archive":
+                os.replace(path, archive / path.name)
+            else:
+                path.unlink()
+        done.append(record)
+    if retention == "archive":
+        sync_directory(archive)
+    sync_directory(journal_dir)
+    return done
+
+
+def read_retention_log(data_dir: Path) -> list[Retired]:
+    """Every segment the store retired, oldest first (empty if none ever was)."""
+    path = data_dir / RETENTION_LOG
+    if not path.exists():
+        return []
+    records = []
+    for number, line in enumerate(path.read_bytes().splitlines(), 1):
+        if line:
+            try:
+                records.append(_retired_decoder.decode(line))
+            except msgspec.DecodeError as exc:
+                raise StoreError(f"{path}, line {number}: {exc}") from exc
+    return records
+
+
+def history_reader(data_dir: Path) -> JournalReader:
+    """A reader of a data directory's whole journal: archived segments, then live ones."""
+    return JournalReader(
+        data_dir / JOURNAL_DIR,
+        merge_segments(_segments(data_dir / ARCHIVE_DIR), _segments(data_dir / JOURNAL_DIR)),
+    )
+
+
+def missing_history(data_dir: Path, first_seq: int) -> str:
+    """Why a data directory's journal (archive included) starts at ``first_seq``, not 1."""
+    gone = f"commands 1 to {first_seq - 1} are in neither {JOURNAL_DIR}/ nor {ARCHIVE_DIR}/"
+    try:
+        deleted = [r for r in read_retention_log(data_dir) if r.action == "deleted"]
+    except StoreError as exc:
+        return f"{gone}, and {RETENTION_LOG} cannot be read ({exc})"
+    if deleted:
+        return (
+            f"{gone}: retention deleted {len(deleted)} segments holding commands "
+            f"{deleted[0].first_seq} to {deleted[-1].last_seq} (the last at {deleted[-1].time}; "
+            f"see {data_dir / RETENTION_LOG}), so the history cannot be replayed from command 1"
+        )
+    return f"{gone}, and {RETENTION_LOG} records no deletion: segments are missing"
+
+
+def _segments(directory: Path) -> list[Segment]:
+    return list_segments(directory) if directory.is_dir() else []
+
+
+# --- checking a snapshot as recovery would ------------------------------------------
+
+
+def _usable_snapshot(path: Path) -> tuple[int, ExchangeCore]:
+    """(seq, core) of a snapshot file that loads and passes the audit; else SnapshotError."""
+    seq, core = read_snapshot(path)
+    broken = audit.problems(core, contracts=False, limit=5)
+    if broken:
+        raise SnapshotError(f"{path}: state breaks invariants: {'; '.join(broken)}")
+    return seq, core
+
+
+# --- opening -------------------------------------------------------------------------
+
+
+# The lock is a POSIX record lock (``lockf``), not ``flock``: it belongs to this
+# process and is never inherited by a forked snapshot writer, so a writer outliving
+# a killed exchange cannot keep a restart out. POSIX locks do not exclude each
+# other within a process, hence the registry; and closing any descriptor of the
+# file drops them, so LOCK is opened only by ``_lock``, once it is known to be free.
+_locked: set[tuple[int, int]] = set()  # (st_dev, st_ino) of the data directories held
+_locked_guard = threading.Lock()
+
+
+@dataclass(slots=True)
+class _DirectoryLock:
+    """This process's lock on a data directory."""
+
+    fd: int
+    key: tuple[int, int]
+
+    def release(self) -> None:
+        with _locked_guard:
+            if self.fd >= 0:
+                _locked.discard(self.key)
+                os.close(self.fd)  # drops the lock
+                self.fd = -1
+
+
+def _lock(data_dir: Path) -> _DirectoryLock:
+    st = os.stat(data_dir)
+    key = (st.st_dev, st.st_ino)
+    with _locked_guard:
+        if key in _locked:
+            raise StoreError(f"{data_dir} is in use: this process has a store open on it")
+        fd = os.open(data_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
+            raise StoreError(f"{data_dir} is in use by another process (LOCK is held)") from None
+        _locked.add(key)
+    return _DirectoryLock(fd, key)
 
 
 def _latest_snapshot(directory: Path) -> tuple[int, ExchangeCore, Path | None]:
     """The newest snapshot that loads and passes the audit; (0, empty core, None) if none."""
     for seq, path in reversed(list_snapshots(directory)):
         try:
-            loaded_seq, core = read_snapshot(path)
+            loaded_seq, core = _usable_snapshot(path)
         except SnapshotError as exc:
             log.error("snapshot_unusable", path=str(path), error=str(exc))
-            continue
-        broken = audit.problems(core, contracts=False, limit=5)
-        if broken:
-            log.error("snapshot_unusable", path=str(path), error="; ".join(broken))
             continue
         assert loaded_seq == seq
         return seq, core, path
     return 0, ExchangeCore(), None
+
+
+def _recovery_segments(
+    data_dir: Path, after_seq: int, use_snapshots: bool
+) -> tuple[list[Segment], int]:
+    """The segments a replay after ``after_seq`` reads, and how many are archived ones.
+
+    Normally the live journal alone; the archive too when no kept snapshot was
+    usable (or snapshots are not used).
+    """
+    live = _segments(data_dir / JOURNAL_DIR)
+    if not live or live[0].first_seq <= after_seq + 1:
+        return live, 0
+    archived = [s for s in _segments(data_dir / ARCHIVE_DIR) if s.first_seq < live[0].first_seq]
+    segments = merge_segments(archived, live)
+    if segments[0].first_seq > after_seq + 1:
+        start = f"snapshot {after_seq}" if after_seq else "an empty state"
+        raise StoreError(
+            f"recovery from {start} needs commands from {after_seq + 1}, but "
+            + missing_history(data_dir, segments[0].first_seq)
+        )
+    (log.warning if use_snapshots else log.info)(
+        "recovery_reads_archive",
+        from_seq=after_seq + 1,
+        archived_segments=len(archived),
+        reason="no usable snapshot" if use_snapshots else "use_snapshots=False",
+    )
+    return segments, len(archived)
+
+
+def _check_options(
+    snapshot_every: int,
+    keep_snapshots: int,
+    snapshot_capture: SnapshotCapture,
+    retention: Retention,
+) -> Literal["fork", "loop"]:
+    """Raise ``ValueError`` on a bad option; the capture mode to use."""
+    if snapshot_every < 0:
+        raise ValueError(f"snapshot_every must be 0 (on demand only) or more, not {snapshot_every}")
+    if keep_snapshots < 1:
+        raise ValueError(f"keep_snapshots must be at least 1, not {keep_snapshots}")
+    if retention not in get_args(Retention):
+        raise ValueError(f"retention must be one of {get_args(Retention)}, not {retention!r}")
+    if snapshot_capture not in get_args(SnapshotCapture):
+        raise ValueError(
+            f"snapshot_capture must be one of {get_args(SnapshotCapture)}, not {snapshot_capture!r}"
+        )
+    if snapshot_capture == "fork" and not hasattr(os, "fork"):
+        raise ValueError("snapshot_capture='fork': this platform has no os.fork")
+    if snapshot_capture == "auto":
+        return "fork" if fork_available() else "loop"
+    return snapshot_capture
 
 
 def open_store(
@@ -292,26 +779,34 @@ def open_store(
     use_snapshots: bool = True,
     segment_bytes: int = DEFAULT_SEGMENT_BYTES,
     fsync: bool = True,
+    snapshot_capture: SnapshotCapture = "auto",
+    retention: Retention = "archive",
 ) -> Store:
     """Open (or create) a data directory and rebuild the core from it.
 
     ``snapshot_every``: commands between background snapshots (0: only on
-    demand). ``use_snapshots=False`` replays the whole journal and ignores
-    snapshot files. Raises ``StoreError`` or ``JournalCorrupt`` when the
-    directory cannot be trusted; a torn journal tail is dropped with a warning.
+    demand). ``use_snapshots=False`` replays the whole journal (archive
+    included) and ignores snapshot files. ``snapshot_capture``: ``"fork"``,
+    ``"loop"`` or ``"auto"`` (fork on Linux). ``retention``: what becomes of
+    segments behind the oldest kept snapshot, ``"archive"``, ``"delete"`` or
+    ``"keep"``. Raises ``ValueError`` on a bad option (touching nothing),
+    ``StoreError`` or ``JournalCorrupt`` when the directory cannot be trusted;
+    a torn journal tail is dropped with a warning.
     """
+    capture_mode = _check_options(snapshot_every, keep_snapshots, snapshot_capture, retention)
     started = time.perf_counter()
     data_dir.mkdir(parents=True, exist_ok=True)
-    journal_dir = data_dir / "journal"
+    journal_dir = data_dir / JOURNAL_DIR
     journal_dir.mkdir(exist_ok=True)
-    lock_fd = _lock(data_dir)
+    lock = _lock(data_dir)
     try:
         with gc_paused():
             if use_snapshots:
-                snap_seq, core, snap_path = _latest_snapshot(data_dir / "snapshots")
+                snap_seq, core, snap_path = _latest_snapshot(data_dir / SNAPSHOT_DIR)
             else:
                 snap_seq, core, snap_path = 0, ExchangeCore(), None
-            reader = JournalReader(journal_dir)
+            segments, archived = _recovery_segments(data_dir, snap_seq, use_snapshots)
+            reader = JournalReader(journal_dir, segments)
             replayed, faults = replay(core, reader.batches(snap_seq, repair=True), snap_seq)
         tail = reader.tail
         assert tail is not None
@@ -322,7 +817,7 @@ def open_store(
             )
         journal = Journal(journal_dir, tail, segment_bytes=segment_bytes, fsync=fsync)
     except BaseException:
-        os.close(lock_fd)
+        lock.release()
         raise
     recovery = Recovery(
         snapshot_seq=snap_seq,
@@ -332,6 +827,7 @@ def open_store(
         torn=reader.torn,
         faults=faults,
         seconds=time.perf_counter() - started,
+        archived_segments=archived,
     )
     log.info(
         "store_recovered",
@@ -347,19 +843,32 @@ def open_store(
         core,
         journal,
         recovery,
-        lock_fd=lock_fd,
+        lock=lock,
         snapshot_every=snapshot_every,
         keep_snapshots=keep_snapshots,
+        snapshot_capture=capture_mode,
+        retention=retention,
     )
 
 
 __all__ = [
+    "ARCHIVE_DIR",
     "DEFAULT_SNAPSHOT_EVERY",
+    "RETENTION_LOG",
     "Recovery",
+    "Retention",
+    "Retired",
+    "SnapshotCapture",
+    "SnapshotReport",
     "Store",
     "StoreError",
     "StoreJournal",
+    "fork_available",
     "gc_paused",
+    "history_reader",
+    "missing_history",
     "open_store",
+    "read_retention_log",
     "replay",
+    "retire_segments",
 ]

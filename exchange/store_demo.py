@@ -1,7 +1,9 @@
 """A bare exchange process on a durable store, driven by stdin, for crash tests.
 
     python -m exchange.store_demo DATA_DIR [--snapshot-every N] [--crash-in-batch K]
-                                           [--max-file-bytes N]
+                                           [--max-file-bytes N] [--segment-bytes N]
+                                           [--snapshot-capture auto|fork|loop]
+                                           [--retention archive|delete|keep]
 
 It opens (recovers) the store in DATA_DIR, runs the service on it, and reads
 commands from stdin, one msgspec JSON ``Command`` a line. Commands are
@@ -18,6 +20,8 @@ stderr. ``--crash-in-batch K`` makes the process kill itself with SIGKILL
 halfway through writing the K-th journal record (counting from 1), to leave a
 torn tail. ``--max-file-bytes N`` limits every file it writes to N bytes
 (RLIMIT_FSIZE), so the journal's writes fail the way they do on a full disk.
+``--segment-bytes``, ``--snapshot-capture`` and ``--retention`` are passed to
+``open_store`` (small segments make retention happen in a short run).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import get_args
 
 import msgspec
 import structlog
@@ -37,8 +42,9 @@ import structlog
 from exchange import journal as journal_module
 from exchange.commands import Command
 from exchange.events import Event
+from exchange.journal import DEFAULT_SEGMENT_BYTES
 from exchange.service import ExchangeService, ServiceStopped
-from exchange.store import open_store
+from exchange.store import Retention, SnapshotCapture, open_store
 
 _decoder = msgspec.json.Decoder(Command)
 _encoder = msgspec.json.Encoder()
@@ -69,8 +75,20 @@ def _emit(message: object) -> None:
     sys.stdout.buffer.flush()
 
 
-async def _run(data_dir: Path, snapshot_every: int) -> None:
-    store = open_store(data_dir, snapshot_every=snapshot_every)
+async def _run(
+    data_dir: Path,
+    snapshot_every: int,
+    segment_bytes: int,
+    snapshot_capture: SnapshotCapture,
+    retention: Retention,
+) -> None:
+    store = open_store(
+        data_dir,
+        snapshot_every=snapshot_every,
+        segment_bytes=segment_bytes,
+        snapshot_capture=snapshot_capture,
+        retention=retention,
+    )
     service = ExchangeService(core=store.core, journal=store.journal, next_seq=store.next_seq)
     seqs: dict[int, int] = {}
 
@@ -128,6 +146,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--snapshot-every", type=int, default=0)
     parser.add_argument("--crash-in-batch", type=int, default=0)
     parser.add_argument("--max-file-bytes", type=int, default=0)
+    parser.add_argument("--segment-bytes", type=int, default=DEFAULT_SEGMENT_BYTES)
+    parser.add_argument("--snapshot-capture", choices=get_args(SnapshotCapture), default="auto")
+    parser.add_argument("--retention", choices=get_args(Retention), default="archive")
     args = parser.parse_args(argv)
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     if args.crash_in_batch:
@@ -135,7 +156,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.max_file_bytes:  # a full disk, as the kernel reports it: EFBIG past the limit
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (args.max_file_bytes, args.max_file_bytes))
-    asyncio.run(_run(args.data_dir, args.snapshot_every))
+    asyncio.run(
+        _run(
+            args.data_dir,
+            args.snapshot_every,
+            args.segment_bytes,
+            args.snapshot_capture,
+            args.retention,
+        )
+    )
 
 
 if __name__ == "__main__":

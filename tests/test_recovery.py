@@ -63,7 +63,7 @@ async def feed(
     return service
 
 
-@pytest.mark.parametrize("snapshots", ["none", "periodic", "on-stop"])
+@pytest.mark.parametrize("snapshots", ["none", "periodic", "periodic-loop", "on-stop"])
 async def test_restart_matches_a_model_that_never_stopped(tmp_path: Path, snapshots: str) -> None:
     print("seed", SEED, "snapshots", snapshots)
     rng = random.Random(SEED)
@@ -71,9 +71,10 @@ async def test_restart_matches_a_model_that_never_stopped(tmp_path: Path, snapsh
     cuts = [0, 17, 500, 1_400, 2_900, len(commands)]
     model = Model()
     tick = clock()
-    every = 250 if snapshots == "periodic" else 0
+    every = 250 if snapshots.startswith("periodic") else 0
+    capture = "loop" if snapshots == "periodic-loop" else "auto"
     for start, stop in itertools.pairwise(cuts):
-        store = open_store(tmp_path, snapshot_every=every)
+        store = open_store(tmp_path, snapshot_every=every, snapshot_capture=capture)
         assert store.next_seq == start + 1
         assert state_digest(store.core) == state_digest(model.core), start
         await feed(store, model, commands[start:stop], tick, rng)
