@@ -298,11 +298,15 @@ def list_snapshots(directory: Path) -> list[tuple[int, Path]]:
     return found
 
 
+def _partial_name(path: Path) -> str:
+    return f".{path.name}.tmp"
+
+
 def write_snapshot(directory: Path, seq: int, data: bytes) -> Path:
     """Write captured bytes as ``snapshot-<seq>.snap``: whole or not at all."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / snapshot_name(seq)
-    tmp = directory / f".{path.name}.tmp"
+    tmp = directory / _partial_name(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         view = memoryview(data)
@@ -314,6 +318,14 @@ def write_snapshot(directory: Path, seq: int, data: bytes) -> Path:
     os.replace(tmp, path)
     sync_directory(directory)
     return path
+
+
+def remove_partial_snapshots(directory: Path) -> list[Path]:
+    """Delete what writers that died mid-write left (never a finished snapshot)."""
+    partial = sorted(directory.glob(_partial_name(Path("snapshot-*.snap"))))
+    for path in partial:
+        path.unlink(missing_ok=True)
+    return partial
 
 
 def read_snapshot(path: Path) -> tuple[int, ExchangeCore]:

@@ -89,6 +89,7 @@ from exchange.snapshot import (
     capture,
     list_snapshots,
     read_snapshot,
+    remove_partial_snapshots,
     write_snapshot,
 )
 
@@ -800,6 +801,8 @@ def open_store(
     journal_dir.mkdir(exist_ok=True)
     lock = _lock(data_dir)
     try:
+        for partial in remove_partial_snapshots(data_dir / SNAPSHOT_DIR):
+            log.warning("partial_snapshot_removed", path=str(partial))
         with gc_paused():
             if use_snapshots:
                 snap_seq, core, snap_path = _latest_snapshot(data_dir / SNAPSHOT_DIR)

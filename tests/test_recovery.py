@@ -137,6 +137,24 @@ async def test_damaged_snapshot_falls_back_to_an_older_one(tmp_path: Path) -> No
     store.close()
 
 
+async def test_a_snapshot_left_half_written_is_removed_at_start(tmp_path: Path) -> None:
+    model = Model()
+    store = open_store(tmp_path, snapshot_every=0)
+    await feed(store, model, [*prelude(), *orders(SEED, 200)], clock(), random.Random(SEED))
+    finished = store.snapshot()
+    store.close()
+    # What a writer killed between its write and its rename leaves behind.
+    partial = finished.parent / f".snapshot-{'9' * 20}.snap.tmp"
+    partial.write_bytes(finished.read_bytes()[:100])
+    with capture_logs() as logs:
+        store = open_store(tmp_path)
+    assert [e["path"] for e in logs if e["event"] == "partial_snapshot_removed"] == [str(partial)]
+    assert not partial.exists() and finished.exists()
+    assert store.recovery.snapshot_path == finished
+    assert state_digest(store.core) == state_digest(model.core)
+    store.close()
+
+
 async def test_snapshot_ahead_of_the_journal_is_refused(tmp_path: Path) -> None:
     model = Model()
     store = open_store(tmp_path)
