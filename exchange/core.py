@@ -186,6 +186,10 @@ class ExchangeCore:
     """All books, accounts, vouchers and contracts of one exchange."""
 
     def __init__(self) -> None:
+        # Recovery replays with ``quiet`` set: the order-accepted and cancelled
+        # events, which nobody reads then, are not built. Nothing else differs,
+        # and the state comes out the same.
+        self.quiet = False
         self.now = 0
         self.instruments: dict[str, Instrument] = {}
         self.books: dict[str, OrderBook] = {}
@@ -467,28 +471,29 @@ class ExchangeCore:
             reserved = account.capacity_reserved
             reserved[instrument_id] = reserved.get(instrument_id, 0) + qty
         account.client_order_ids[coid] = order_id
-        accepted = _replace(
-            _ACCEPTED,
-            ts=now,
-            order_id=order_id,
-            account=actor,
-            client_order_id=coid,
-            instrument_id=instrument_id,
-            side=side,
-            order_type=order_type,
-            tif=tif,
-            price=price,
-            qty=qty,
-            expire_at=expire_at,
-            post_only=post_only,
-            min_qty=min_qty,
-            cash_reserved=cash_needed,
-        )
-        if voucher is not None:
-            _force_setattr(accepted, "voucher_id", voucher_id)
-            if voucher_cap:
-                _force_setattr(accepted, "voucher_reserved", voucher_cap)
-        out.append(accepted)
+        if not self.quiet:
+            accepted = _replace(
+                _ACCEPTED,
+                ts=now,
+                order_id=order_id,
+                account=actor,
+                client_order_id=coid,
+                instrument_id=instrument_id,
+                side=side,
+                order_type=order_type,
+                tif=tif,
+                price=price,
+                qty=qty,
+                expire_at=expire_at,
+                post_only=post_only,
+                min_qty=min_qty,
+                cash_reserved=cash_needed,
+            )
+            if voucher is not None:
+                _force_setattr(accepted, "voucher_id", voucher_id)
+                if voucher_cap:
+                    _force_setattr(accepted, "voucher_reserved", voucher_cap)
+            out.append(accepted)
         if status is _OPEN:
             need = qty if tif is _FOK else min_qty
             if need and self._fillable(book, order, need) < need:
@@ -744,20 +749,21 @@ class ExchangeCore:
             self.books[order.instrument_id].remove(order)
             del self.orders[order.order_id]
         self._release(order)
-        out.append(
-            OrderCancelled(
-                ts=self.now,
-                order_id=order.order_id,
-                account=order.account,
-                client_order_id=order.client_order_id,
-                instrument_id=order.instrument_id,
-                side=order.side,
-                price=order.price,
-                leaves=order.leaves,
-                reason=reason,
-                rested=rested,
+        if not self.quiet:
+            out.append(
+                OrderCancelled(
+                    ts=self.now,
+                    order_id=order.order_id,
+                    account=order.account,
+                    client_order_id=order.client_order_id,
+                    instrument_id=order.instrument_id,
+                    side=order.side,
+                    price=order.price,
+                    leaves=order.leaves,
+                    reason=reason,
+                    rested=rested,
+                )
             )
-        )
         order.leaves = 0
 
     def _find_order(self, actor: str, order_id: int, client_order_id: str) -> Order:

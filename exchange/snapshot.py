@@ -79,7 +79,7 @@ STATE_ATTRS = frozenset(
         "closings",
     }
 )
-NOT_STATE = frozenset({"_handlers"})  # bound methods, rebuilt by ExchangeCore()
+NOT_STATE = frozenset({"_handlers", "quiet"})  # rebuilt by ExchangeCore(); a mode
 
 
 class SnapshotError(Exception):

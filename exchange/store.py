@@ -173,8 +173,19 @@ def replay(
     """Apply every journalled command numbered above ``after_seq``; (applied, faults).
 
     A command that raises in the core is passed over, as the service passed
-    over it when it first ran, so the state comes out the same.
+    over it when it first ran, so the state comes out the same. With no
+    ``observe``, nobody reads the events, so the core replays ``quiet``.
     """
+    core.quiet = observe is None
+    try:
+        return _replay(core, batches, after_seq, observe)
+    finally:
+        core.quiet = False
+
+
+def _replay(
+    core: ExchangeCore, batches: Iterable[Batch], after_seq: int, observe: Observer | None
+) -> tuple[int, int]:
     apply = core.apply
     applied = faults = 0
     for batch in batches:

@@ -14,15 +14,15 @@ import msgspec
 import pytest
 from structlog.testing import capture_logs
 
-from exchange import audit
+from exchange import audit, snapshot
 from exchange import journal as jm
 from exchange.commands import Command
 from exchange.core import ExchangeCore
-from exchange.events import Event
+from exchange.events import Event, OrderAccepted, OrderCancelled, Trade
 from exchange.service import ExchangeService, ServiceStopped
 from exchange.snapshot import list_snapshots
 from exchange.store import Store, StoreError, open_store
-from tests.journal_stream import orders, prelude
+from tests.journal_stream import orders, prelude, stream
 from tests.market import T0, state_digest
 
 SEED = 20
@@ -153,6 +153,24 @@ async def test_a_snapshot_left_half_written_is_removed_at_start(tmp_path: Path) 
     assert store.recovery.snapshot_path == finished
     assert state_digest(store.core) == state_digest(model.core)
     store.close()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_quiet_replay_builds_the_same_state(seed: int) -> None:
+    loud, quiet = ExchangeCore(), ExchangeCore()
+    quiet.quiet = True
+    loud_events, quiet_events = [], []
+    for command in stream(seed, 3_000):
+        loud_events += loud.apply(command)
+        quiet_events += quiet.apply(command)
+    assert state_digest(quiet) == state_digest(loud)
+    assert snapshot.digest(quiet) == snapshot.digest(loud)
+    # Only the acknowledgements are left out; trades (the contracts) remain.
+    left_out = (OrderAccepted, OrderCancelled)
+    assert [e for e in quiet_events if isinstance(e, left_out)] == []
+    assert [e for e in loud_events if not isinstance(e, left_out)] == quiet_events
+    assert any(isinstance(e, OrderAccepted) for e in loud_events)
+    assert any(isinstance(e, Trade) for e in quiet_events)
 
 
 async def test_snapshot_ahead_of_the_journal_is_refused(tmp_path: Path) -> None:
