@@ -332,6 +332,8 @@ def _channel_filter(channel: p.Channel, instrument_id: str) -> Callable[[p.Serve
             return lambda m: isinstance(m, p.ExecutionReport)
         case p.Channel.ACCOUNTS:
             return lambda m: isinstance(m, p.Balance)
+        case p.Channel.VOUCHERS:
+            return lambda m: isinstance(m, p.VoucherBalance | p.Claim)
     raise ValueError(f"unknown channel {channel!r}")
 
 
@@ -810,6 +812,11 @@ class Client:
 
     def ticker(self, instrument_id: str) -> Subscription[p.Ticker]:
         return self.subscribe(p.Channel.TICKER, instrument_id)
+
+    def watch_vouchers(self) -> Subscription[p.VoucherBalance | p.Claim]:
+        """The ``vouchers`` channel. Operators: every voucher and claim, live;
+        issuers: those of their own programmes."""
+        return self.subscribe(p.Channel.VOUCHERS)
 
     def book(self, instrument_id: str) -> BookWatcher:
         """A verified local order book; ``async with client.book(id) as book``."""

@@ -1,11 +1,18 @@
 """The asyncio service around the core: the only place the core meets asyncio.
 
-Callers ``submit`` commands and await their events. One task takes commands
-from the queue in batches, stamps each with the time (never earlier than the
-last stamp, so time only moves forward), writes the batch to the journal
-before anything else happens, applies each command to the core, answers the
-callers, and hands every (sequence, command, events) to the listeners. A timer
-sends ``AdvanceClock`` when an expiry falls due with no other traffic.
+Callers ``submit`` commands and await their events (or ``submit_nowait`` and
+keep the future). One task takes commands from the queue in batches, stamps
+each with the time (never earlier than the last stamp, so time only moves
+forward), writes the batch to the journal before anything else happens,
+applies each command to the core, answers the callers, and hands every
+(sequence, command, events) to the listeners. A timer sends ``AdvanceClock``
+when an expiry falls due with no other traffic.
+
+A caller may pass an ``origin`` with a command: any object, which the service
+never looks at and hands, with the command's events, to the listeners added
+with ``add_origin_listener``. The gateway passes the request a command
+answers, so its listener can answer that request without matching commands
+to requests by content.
 
 Sequence numbers count every command the service has journalled, from 1.
 """
@@ -14,8 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 import structlog
@@ -27,6 +35,10 @@ from exchange.events import Event
 log = structlog.get_logger("exchange.service")
 
 Listener = Callable[[int, Command, list[Event]], None]
+"""``listener(seq, command, events)``, after each command is applied."""
+OriginListener = Callable[[int, Command, list[Event], Any], None]
+"""``listener(seq, command, events, origin)``: the same, with the submitter's origin
+(typed ``Any`` so that a listener may declare the type of origin its submitters pass)."""
 
 
 class Journal(Protocol):
@@ -49,7 +61,19 @@ class InvalidCommand(ValueError):
     """A command the journal cannot store (an integer beyond 64 bits); nothing changed."""
 
 
-_Pending = tuple[Command, "asyncio.Future[list[Event]]"]
+_Pending = tuple[Command, "asyncio.Future[list[Event]]", object]  # command, answer, origin
+
+
+class _WithoutOrigin:
+    """A plain listener, called as an origin listener."""
+
+    __slots__ = ("listener",)
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+
+    def __call__(self, seq: int, command: Command, events: list[Event], origin: object) -> None:
+        self.listener(seq, command, events)
 
 
 class ExchangeService:
@@ -72,14 +96,19 @@ class ExchangeService:
         self.max_batch = max_batch
         self.timer_interval = timer_interval
         self.failure: BaseException | None = None
-        self._listeners: list[Listener] = []
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._listeners: list[OriginListener] = []
+        # The queue: a deque and a future the batch task waits on while it is
+        # empty (an asyncio.Queue costs several times as much per command).
+        self._queue: deque[_Pending] = deque()
+        self._wake: asyncio.Future[None] | None = None
+        self._draining = False  # stop() was called: finish the queue, then end
         self._tasks: list[asyncio.Task[None]] = []
         self._last_ts = self.core.now
 
     # --- life cycle -----------------------------------------------------------
 
     async def start(self) -> None:
+        self._draining = False
         self._tasks = [
             asyncio.create_task(self._run(), name="exchange-batches"),
             asyncio.create_task(self._timer(), name="exchange-timer"),
@@ -92,10 +121,11 @@ class ExchangeService:
         # Refuse new submits before waiting: one that slipped in after the drain
         # would be queued with no task left to answer it, and hang its caller.
         tasks, self._tasks = self._tasks, []
-        await self._queue.join()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        batches, timer = tasks
+        timer.cancel()
+        self._draining = True
+        self._wakeup()
+        await asyncio.gather(batches, timer, return_exceptions=True)
 
     async def __aenter__(self) -> ExchangeService:
         await self.start()
@@ -107,23 +137,57 @@ class ExchangeService:
     # --- use --------------------------------------------------------------------
 
     def add_listener(self, listener: Listener) -> None:
-        """Call ``listener(seq, command, events)`` after each command is applied."""
+        """Call ``listener(seq, command, events)`` after each command is applied.
+
+        Listeners are called in the order they were added, in sequence order,
+        on the service's task, before the command's submitter is woken. One that
+        raises is logged and does not stop the others.
+        """
+        self._listeners.append(_WithoutOrigin(listener))
+
+    def add_origin_listener(self, listener: OriginListener) -> None:
+        """Call ``listener(seq, command, events, origin)`` after each command is applied.
+
+        ``origin`` is what the submitter passed with the command (None if
+        nothing, and for the timer's commands). Otherwise as ``add_listener``.
+        """
         self._listeners.append(listener)
 
-    def remove_listener(self, listener: Listener) -> None:
-        self._listeners.remove(listener)
+    def remove_listener(self, listener: Listener | OriginListener) -> None:
+        """Stop calling a listener added with either method."""
+        for i, added in enumerate(self._listeners):
+            if added is listener or (
+                isinstance(added, _WithoutOrigin) and added.listener is listener
+            ):
+                del self._listeners[i]
+                return
+        raise ValueError("not a listener of this service")
 
-    async def submit(self, command: Command) -> list[Event]:
-        """Queue a command; return its events once it is journalled and applied."""
+    def submit_nowait(self, command: Command, origin: object = None) -> asyncio.Future[list[Event]]:
+        """Queue a command; the future of its events, set once it is journalled and applied.
+
+        Raises ``ServiceStopped`` at once if the service is not taking commands.
+        The future fails with ``ServiceStopped`` if the journal fails,
+        ``InvalidCommand`` if the journal cannot store the command, or the
+        core's exception if applying it faulted; the listeners are not called
+        for a command that failed. No task is made per command: a caller that
+        does not await may add a done callback.
+        """
         if self.failure is not None or not self._tasks:
             raise ServiceStopped(str(self.failure or "service not running"))
         future: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((command, future))
-        return await future
+        self._queue.append((command, future, origin))
+        if self._wake is not None:
+            self._wakeup()
+        return future
+
+    async def submit(self, command: Command, origin: object = None) -> list[Event]:
+        """Queue a command; return its events once it is journalled and applied."""
+        return await self.submit_nowait(command, origin)
 
     @property
     def queue_depth(self) -> int:
-        return self._queue.qsize()
+        return len(self._queue)
 
     # --- the loop ---------------------------------------------------------------
 
@@ -137,23 +201,31 @@ class ExchangeService:
     async def _run(self) -> None:
         queue = self._queue
         while True:
-            batch = [await queue.get()]
-            while len(batch) < self.max_batch and not queue.empty():
-                batch.append(queue.get_nowait())
-            try:
-                await self._process(batch)
-            finally:
-                for _ in batch:
-                    queue.task_done()
+            if not queue:
+                if self._draining:
+                    return
+                self._wake = asyncio.get_running_loop().create_future()
+                await self._wake
+                continue
+            take = queue.popleft
+            batch = [take() for _ in range(min(len(queue), self.max_batch))]
+            await self._process(batch)
+
+    def _wakeup(self) -> None:
+        """Wake the batch task if it waits for commands."""
+        wake, self._wake = self._wake, None
+        if wake is not None and not wake.done():
+            wake.set_result(None)
 
     async def _process(self, batch: list[_Pending]) -> None:
         if self.failure is not None:
-            for _, future in batch:
+            for _, future, _ in batch:
                 if not future.done():
                     future.set_exception(ServiceStopped(str(self.failure)))
             return
         ts = self._stamp()
-        stamped = [msgspec.structs.replace(command, ts=ts) for command, _ in batch]
+        replace = msgspec.structs.replace
+        stamped = [replace(command, ts=ts) for command, _, _ in batch]
         first_seq = self.seq + 1
         if self.journal is not None:
             try:
@@ -170,7 +242,7 @@ class ExchangeService:
         self.seq += len(stamped)
         core = self.core
         listeners = self._listeners
-        for seq, command, (_, future) in zip(
+        for seq, command, (_, future, origin) in zip(
             range(first_seq, first_seq + len(stamped)), stamped, batch, strict=True
         ):
             try:
@@ -184,7 +256,7 @@ class ExchangeService:
                 future.set_result(events)
             for listener in listeners:
                 try:
-                    listener(seq, command, events)
+                    listener(seq, command, events, origin)
                 except Exception:
                     log.exception("listener_fault", seq=seq)
         applied = getattr(self.journal, "applied", None)
@@ -202,7 +274,7 @@ class ExchangeService:
     def _fail(self, exc: BaseException, first_seq: int, batch: list[_Pending]) -> None:
         self.failure = exc
         log.error("journal_failed", error=str(exc), first_seq=first_seq)
-        for _, future in batch:
+        for _, future, _ in batch:
             if not future.done():
                 future.set_exception(ServiceStopped(f"journal failed: {exc}"))
 
@@ -237,4 +309,12 @@ class ExchangeService:
                     return
 
 
-__all__ = ["NEVER", "ExchangeService", "InvalidCommand", "Journal", "ServiceStopped"]
+__all__ = [
+    "NEVER",
+    "ExchangeService",
+    "InvalidCommand",
+    "Journal",
+    "Listener",
+    "OriginListener",
+    "ServiceStopped",
+]

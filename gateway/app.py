@@ -207,9 +207,6 @@ async def _close_websockets(app: web.Application) -> None:
     sessions = list(router.sessions.values())
     router.close_all(p.CloseCode.GOING_AWAY)
     await asyncio.gather(*(s.wait_closed() for s in sessions))
-    dispatcher = app.get(DISPATCHER)
-    if dispatcher is not None and dispatcher.in_flight:
-        await asyncio.gather(*dispatcher.in_flight, return_exceptions=True)
 
 
 # --- handlers ----------------------------------------------------------------------
@@ -232,7 +229,10 @@ def principal_of(request: web.Request) -> Principal | None:
         return None
     principal = request.app[DISPATCHER].principal_for(key)
     if principal is None:
-        raise web.HTTPUnauthorized(text='{"error":"AUTH_FAILED"}', content_type="application/json")
+        raise web.HTTPUnauthorized(
+            text='{"error":"AUTH_FAILED","text":"unknown or revoked API key"}',
+            content_type="application/json",
+        )
     return principal
 
 

@@ -175,6 +175,7 @@ CHANNEL_ROLES: Final[dict[p.Channel, frozenset[Role] | None]] = {
     p.Channel.PRIVATE: frozenset(Role),
     p.Channel.ORDERS: _OPERATOR,
     p.Channel.ACCOUNTS: _OPERATOR,
+    p.Channel.VOUCHERS: frozenset({Role.OPERATOR, Role.ISSUER}),
 }
 
 

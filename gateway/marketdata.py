@@ -21,11 +21,24 @@ Rules a client can rely on
 * Snapshots are of the published book, never of a newer state, so the next
   update always applies to a snapshot.
 
+Trade history and open interest
+-------------------------------
+Each instrument's feed keeps every fill of the instrument (the core's
+``Trade`` events, which are its compute contracts), oldest first, so trade ids
+increase along the list. It is built from ``core.contracts`` at start-up, so
+it survives restarts, then appended to as fills happen. ``trades`` pages
+through it backwards by trade id with a binary search. The feed also sums the
+GPU-hours contracted; ``open_interest`` is that sum until the delivery window
+ends, then 0: the one definition of open interest, used by the ticker and the
+open-interest report.
+
 Cost: a refresh reads ``2 * depth`` levels and diffs two small dicts, O(depth).
+A fill is O(1); a page of history O(log trades + limit).
 """
 
 from __future__ import annotations
 
+import bisect
 import zlib
 from collections import deque
 
@@ -35,6 +48,7 @@ from exchange.reference import InstrumentStatus, Side
 from gateway import protocol as p
 
 DAY_NS = 86_400 * 10**9
+MAX_TRADES_PAGE = 1_000
 
 Levels = list[tuple[int, int]]
 
@@ -65,6 +79,8 @@ class InstrumentFeed:
         "asks",
         "bids",
         "checksum",
+        "contracted",
+        "history",
         "instrument_id",
         "last_price",
         "last_qty",
@@ -89,6 +105,8 @@ class InstrumentFeed:
         self.trades_24h = 0
         self.last_price = 0
         self.last_qty = 0
+        self.history: list[Trade] = []  # every fill, oldest first (trade ids increase)
+        self.contracted = 0  # GPU-hours of every fill
 
     def prune(self, now: int) -> None:
         tape = self.tape
@@ -111,12 +129,14 @@ class MarketData:
         for instrument_id in core.instruments:
             self.feed(instrument_id)
             self.refresh(instrument_id)
-        # Seed the tapes with the last day of contracts (after a restart).
-        if core.contracts:
-            horizon = core.now - DAY_NS
-            for trade in core.contracts.values():
-                if trade.ts > horizon:
-                    self.trade(trade)
+        # Every contract so far into the histories, the last day's into the tapes.
+        horizon = core.now - DAY_NS
+        for trade in sorted(core.contracts.values(), key=_trade_id):
+            feed = self.feed(trade.instrument_id)
+            feed.history.append(trade)
+            feed.contracted += trade.qty
+            if trade.ts > horizon:
+                self._tape(feed, trade)
 
     def feed(self, instrument_id: str) -> InstrumentFeed:
         feed = self.feeds.get(instrument_id)
@@ -166,8 +186,15 @@ class MarketData:
             feed.snapshot_cache = p.encode(self.snapshot(instrument_id))
         return feed.snapshot_cache
 
-    def trade(self, ev: Trade) -> p.PublicTrade:
+    def record(self, ev: Trade) -> None:
+        """Add a fill to its instrument's history, open interest and last-24-hours figures."""
         feed = self.feed(ev.instrument_id)
+        feed.history.append(ev)
+        feed.contracted += ev.qty
+        self._tape(feed, ev)
+
+    @staticmethod
+    def _tape(feed: InstrumentFeed, ev: Trade) -> None:
         feed.tape.append((ev.ts, ev.price, ev.qty))
         feed.volume_24h += ev.qty
         feed.turnover_24h += ev.price * ev.qty
@@ -175,6 +202,10 @@ class MarketData:
         feed.last_price = ev.price
         feed.last_qty = ev.qty
         feed.prune(ev.ts)
+
+    @staticmethod
+    def public_trade(ev: Trade) -> p.PublicTrade:
+        """A fill as public market data: no parties."""
         return p.PublicTrade(
             instrument_id=ev.instrument_id,
             trade_id=ev.trade_id,
@@ -183,6 +214,21 @@ class MarketData:
             aggressor=ev.aggressor,
             ts=ev.ts,
         )
+
+    def trades(self, instrument_id: str, limit: int, before: int | None = None) -> list[Trade]:
+        """Up to ``limit`` fills of the instrument, newest first, with trade ids below
+        ``before`` (None: the newest)."""
+        history = self.feed(instrument_id).history
+        end = len(history) if before is None else bisect.bisect_left(history, before, key=_trade_id)
+        return history[max(0, end - limit) : end][::-1]
+
+    def open_interest(self, instrument_id: str, now: int) -> int:
+        """GPU-hours contracted and not yet delivered: every fill's, until the delivery
+        window ends at ``delivery_end``; then 0."""
+        inst = self.core.instruments.get(instrument_id)
+        if inst is None or now >= inst.spec.delivery_end:
+            return 0
+        return self.feed(instrument_id).contracted
 
     def ticker(self, instrument_id: str, now: int) -> p.Ticker:
         feed = self.feed(instrument_id)
@@ -203,5 +249,10 @@ class MarketData:
             turnover_24h=feed.turnover_24h,
             vwap_24h=feed.turnover_24h // feed.volume_24h if feed.volume_24h else 0,
             trades_24h=feed.trades_24h,
+            open_interest=self.open_interest(instrument_id, now),
             ts=now,
         )
+
+
+def _trade_id(trade: Trade) -> int:
+    return trade.trade_id

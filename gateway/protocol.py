@@ -63,6 +63,7 @@ class Channel(enum.StrEnum):
     PRIVATE = "private"  # the account's balances, vouchers, contracts, claims (on by default)
     ORDERS = "orders"  # operators: every account's execution reports, live
     ACCOUNTS = "accounts"  # operators: every account's balances, live
+    VOUCHERS = "vouchers"  # operators: every voucher and claim, live; issuers: their own
 
 
 class ErrorCode(enum.StrEnum):
@@ -522,7 +523,12 @@ class PublicTrade(_Message, frozen=True, kw_only=True, tag="trade"):
 
 
 class Ticker(_Message, frozen=True, kw_only=True, tag="ticker"):
-    """Best prices and the last 24 hours. ``vwap_24h`` is turnover // volume (fen)."""
+    """Best prices, the last 24 hours, open interest.
+
+    ``vwap_24h`` is turnover // volume (fen). ``open_interest`` is the GPU-hours
+    of executed contracts not yet delivered (0 once the delivery window has
+    ended), as of ``ts``.
+    """
 
     instrument_id: str
     status: InstrumentStatus
@@ -536,6 +542,7 @@ class Ticker(_Message, frozen=True, kw_only=True, tag="ticker"):
     turnover_24h: int
     vwap_24h: int
     trades_24h: int
+    open_interest: int  # GPU-hours contracted, not yet delivered
     ts: int
 
 

@@ -7,7 +7,8 @@ event loop, between batches, so each answer is one consistent state.
 
 Public
     ``GET /api/v1/instruments``, ``/api/v1/instruments/{id}``,
-    ``/api/v1/book/{id}``, ``/api/v1/programmes``, ``/api/v1/reports/price-index``
+    ``/api/v1/book/{id}``, ``/api/v1/trades/{id}``, ``/api/v1/programmes``,
+    ``/api/v1/reports/price-index``
 Any account (its own records; operators see every account's)
     ``GET /api/v1/account``, ``/api/v1/orders``, ``/api/v1/contracts``,
     ``/api/v1/vouchers``, ``/api/v1/claims``
@@ -31,11 +32,13 @@ from exchange.events import Trade
 from exchange.reference import Role
 from gateway import app as gw
 from gateway.auth import Principal
-from gateway.orders import OrderState
+from gateway.marketdata import MAX_TRADES_PAGE
+from gateway.orders import VIEW_FIELDS, OrderState
 
 _json = msgspec.json.Encoder()
 
 _DAY_NS = 86_400 * 10**9
+_NEWEST = 2**63 - 1  # above every trade id: ``before`` it is the newest trade
 
 
 def _respond(body: Any, status: int = 200) -> web.Response:
@@ -43,7 +46,12 @@ def _respond(body: Any, status: int = 200) -> web.Response:
 
 
 def _error(status: int, code: str, text: str) -> web.HTTPException:
-    cls = {401: web.HTTPUnauthorized, 403: web.HTTPForbidden, 404: web.HTTPNotFound}[status]
+    cls = {
+        400: web.HTTPBadRequest,
+        401: web.HTTPUnauthorized,
+        403: web.HTTPForbidden,
+        404: web.HTTPNotFound,
+    }[status]
     return cls(
         text=_json.encode({"error": code, "text": text}).decode(), content_type="application/json"
     )
@@ -67,6 +75,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/v1/instruments", instruments)
     r.add_get("/api/v1/instruments/{instrument_id}", instrument)
     r.add_get("/api/v1/book/{instrument_id}", book)
+    r.add_get("/api/v1/trades/{instrument_id}", trades)
     r.add_get("/api/v1/programmes", programmes)
     r.add_get("/api/v1/account", account)
     r.add_get("/api/v1/accounts", accounts)
@@ -106,17 +115,48 @@ async def instruments(request: web.Request) -> web.Response:
 
 
 async def instrument(request: web.Request) -> web.Response:
+    return _respond(_instrument_view(request, _known_instrument(request)))
+
+
+def _known_instrument(request: web.Request) -> str:
+    """The path's instrument id; 404 if there is no such instrument."""
     instrument_id = request.match_info["instrument_id"]
     if instrument_id not in _core(request).instruments:
         raise _error(404, "UNKNOWN_INSTRUMENT", f"no instrument {instrument_id!r}")
-    return _respond(_instrument_view(request, instrument_id))
+    return instrument_id
+
+
+def _query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter in ``low..high`` (``default`` if absent); 400 otherwise."""
+    text = request.query.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise _error(400, "INVALID_FIELD", f"{name} must be an integer from {low} to {high}")
+    return value
 
 
 async def book(request: web.Request) -> web.Response:
-    instrument_id = request.match_info["instrument_id"]
-    if instrument_id not in _core(request).instruments:
-        raise _error(404, "UNKNOWN_INSTRUMENT", f"no instrument {instrument_id!r}")
+    instrument_id = _known_instrument(request)
     return _respond(request.app[gw.ROUTER].marketdata.snapshot(instrument_id))
+
+
+async def trades(request: web.Request) -> web.Response:
+    """Public: the instrument's executed trades, newest first, without the parties.
+
+    ``?limit=`` (1 to 1000, default 100) trades with ids below ``?before=`` (a
+    trade id; default: the newest), so the last trade id of a page is the
+    ``before`` of the next, older one.
+    """
+    instrument_id = _known_instrument(request)
+    limit = _query_int(request, "limit", 100, 1, MAX_TRADES_PAGE)
+    before = _query_int(request, "before", _NEWEST, 1, _NEWEST)
+    md = request.app[gw.ROUTER].marketdata
+    return _respond([md.public_trade(t) for t in md.trades(instrument_id, limit, before)])
 
 
 async def programmes(request: web.Request) -> web.Response:
@@ -170,7 +210,7 @@ async def accounts(request: web.Request) -> web.Response:
 
 
 def _order_view(state: OrderState) -> dict[str, Any]:
-    return msgspec.structs.asdict(state)
+    return {name: getattr(state, name) for name in VIEW_FIELDS}
 
 
 async def orders(request: web.Request) -> web.Response:
@@ -230,9 +270,7 @@ async def open_interest(request: web.Request) -> web.Response:
     """Per instrument: GPU-hours contracted and not yet delivered, and resting interest."""
     _principal(request, Role.OPERATOR)
     core = _core(request)
-    contracted: dict[str, int] = defaultdict(int)
-    for trade in core.contracts.values():
-        contracted[trade.instrument_id] += trade.qty
+    md = request.app[gw.ROUTER].marketdata
     resting: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for order in core.orders.values():
         resting[order.instrument_id][0 if order.side == "BUY" else 1] += order.leaves
@@ -248,10 +286,8 @@ async def open_interest(request: web.Request) -> web.Response:
                 "delivery_start": spec.delivery_start,
                 "delivery_end": spec.delivery_end,
                 "delivered": core.now >= spec.delivery_end,
-                "contracted_gpu_hours": contracted[instrument_id],
-                "open_interest_gpu_hours": 0
-                if core.now >= spec.delivery_end
-                else contracted[instrument_id],
+                "contracted_gpu_hours": md.feed(instrument_id).contracted,
+                "open_interest_gpu_hours": md.open_interest(instrument_id, core.now),
                 "resting_bid_gpu_hours": resting[instrument_id][0],
                 "resting_ask_gpu_hours": resting[instrument_id][1],
             }
@@ -374,10 +410,7 @@ def price_index_rows(core: ExchangeCore, trades: list[Trade]) -> list[dict[str, 
 async def price_index(request: web.Request) -> web.Response:
     """Public: the daily price index per GPU model (``?days=N``, default 30)."""
     core = _core(request)
-    try:
-        days = int(request.query.get("days", "30"))
-    except ValueError:
-        days = 30
-    horizon = core.now - max(days, 1) * _DAY_NS
+    days = _query_int(request, "days", 30, 1, 36_500)
+    horizon = core.now - days * _DAY_NS
     trades = [t for t in core.contracts.values() if t.ts > horizon]
     return _respond(price_index_rows(core, trades))

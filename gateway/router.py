@@ -7,7 +7,9 @@ them on the sessions that may see them:
 * execution reports to every connection of the order's account (and to
   operators watching the ``orders`` channel);
 * contracts and claims to the connections of their accounts that subscribed
-  to the ``private`` channel;
+  to the ``private`` channel, and claims (and vouchers, below) to the
+  ``vouchers`` channel: operators' connections get every one, issuers' those
+  of their own programmes; a connection on both channels gets each once;
 * public trades and instrument status changes to their subscribers;
 * and, after each batch, the latest balance and vouchers of each account it
   touched (one message each to ``private`` subscribers, however many commands
@@ -15,16 +17,16 @@ them on the sessions that may see them:
 
 Every message goes out from here, so a client never sees a fill before the
 acknowledgement of its order. The answer to a request must carry the request's
-``id``, so ``submit`` leaves a note keyed by the command's content before it
-queues the command; the listener takes the oldest note with the same content.
-Two equal commands are answered in the order they were queued, which is the
-order the service applies them.
+``id``: ``submit`` hands the service an ``Origin`` (the session and the
+request) with the command, and the service gives it back to the listener with
+the command's events. A command the service could not apply (journal failed,
+integer too large, a fault) never reaches the listener; the origin answers it
+with an ``error`` from the future's done callback.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from typing import Any
 
 import msgspec
@@ -59,21 +61,61 @@ from gateway.session import Session
 log = structlog.get_logger("gateway.router")
 
 _ORDER_COMMANDS = (cmd.CancelOrder, cmd.AmendOrder, cmd.CancelAll)
+_REPORTED = frozenset({cmd.NewOrder, cmd.CancelOrder, cmd.AmendOrder})  # answered by reports
+_ORDERS = (p.Channel.ORDERS, "")
+_OPERATOR = Role.OPERATOR
+_replace = msgspec.structs.replace
 
 
 class Origin:
     """A request waiting for the events of its command."""
 
-    __slots__ = ("answered", "request", "session")
+    __slots__ = ("request", "session")
 
     def __init__(self, session: Session, request: p.Request) -> None:
         self.session = session
         self.request = request
-        self.answered = False
+
+    def failed(self, future: asyncio.Future[list[Event]]) -> None:
+        """The future's done callback: answer a command the exchange did not apply.
+
+        An applied command was answered by the listener already.
+        """
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is None:
+            return
+        request_id = self.request.id
+        if isinstance(exc, ServiceStopped):
+            error = p.Error(id=request_id, code=p.ErrorCode.UNAVAILABLE, text=str(exc))
+        elif isinstance(exc, InvalidCommand):
+            error = p.Error(id=request_id, code=p.ErrorCode.INVALID_FIELD, text=str(exc))
+        else:
+            self.session.log.error(
+                "command_failed",
+                request=_request_name(self.request),
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+            error = p.Error(
+                id=request_id,
+                code=p.ErrorCode.INTERNAL_ERROR,
+                text="internal error; nothing was changed",
+            )
+        self.session.send_message(error)
 
 
 def _request_name(request: p.Request) -> str:
     return str(request.__struct_config__.tag)
+
+
+def _leave(groups: dict[str, set[Session]], key: str, session: Session) -> None:
+    """Take ``session`` out of ``groups[key]``, and the group out when it empties."""
+    sessions = groups.get(key)
+    if sessions is not None:
+        sessions.discard(session)
+        if not sessions:
+            del groups[key]
 
 
 class Router:
@@ -95,13 +137,14 @@ class Router:
         self.by_account: dict[str, set[Session]] = {}
         self.subscribers: dict[tuple[p.Channel, str], set[Session]] = {}
         self.private: dict[str, set[Session]] = {}  # account -> its sessions on `private`
-        self.pending: dict[bytes, deque[Origin]] = {}
+        # Sessions on `vouchers`: issuer account -> its sessions; "" -> operators' (see all).
+        self.voucher_watchers: dict[str, set[Session]] = {}
         self.touched: set[str] = set()  # instruments whose book or ticker may have changed
         self.dirty_accounts: set[str] = set()  # balances to publish after the batch
         self.dirty_vouchers: set[int] = set()
         self.pending_out: list[Session] = []  # sessions with output to write after the batch
         self._flush_handle: asyncio.Handle | None = None
-        service.add_listener(self.on_command)
+        service.add_origin_listener(self.on_command)
 
     # --- sessions ------------------------------------------------------------------
 
@@ -145,6 +188,9 @@ class Router:
             assert session.principal is not None
             self._subscribe_private(session, session.principal.account_id)
             return
+        if channel is p.Channel.VOUCHERS:
+            self._subscribe_vouchers(session)
+            return
         self.subscribers.setdefault(key, set()).add(session)
         md = self.marketdata
         match channel:
@@ -177,6 +223,27 @@ class Router:
             if not claim.settled and account_id in (claim.provider, claim.issuer):
                 session.send_message(self.claim(claim.claim_id))
 
+    @staticmethod
+    def _voucher_scope(session: Session) -> str:
+        """Whose vouchers a session on ``vouchers`` sees: "" (every issuer's) for an
+        operator, else its own account's (an issuer's)."""
+        principal = session.principal
+        assert principal is not None
+        return "" if principal.role is _OPERATOR else principal.account_id
+
+    def _subscribe_vouchers(self, session: Session) -> None:
+        """Every voucher and claim in the session's scope now, settled claims too;
+        every change from now on."""
+        scope = self._voucher_scope(session)
+        self.voucher_watchers.setdefault(scope, set()).add(session)
+        core = self.core
+        for voucher_id in sorted(core.vouchers):
+            if not scope or core.vouchers[voucher_id].issuer == scope:
+                session.send_message(self.voucher(voucher_id))
+        for claim_id in sorted(core.claims):
+            if not scope or core.claims[claim_id].issuer == scope:
+                session.send_message(self.claim(claim_id))
+
     def unsubscribe(self, session: Session, channel: p.Channel, instrument_id: str) -> bool:
         key = (channel, instrument_id)
         if key not in session.subscriptions:
@@ -184,11 +251,10 @@ class Router:
         session.subscriptions.discard(key)
         if channel is p.Channel.PRIVATE:
             assert session.principal is not None
-            sessions = self.private.get(session.principal.account_id)
-            if sessions is not None:
-                sessions.discard(session)
-                if not sessions:
-                    del self.private[session.principal.account_id]
+            _leave(self.private, session.principal.account_id, session)
+            return True
+        if channel is p.Channel.VOUCHERS:
+            _leave(self.voucher_watchers, self._voucher_scope(session), session)
             return True
         subscribers = self.subscribers.get(key)
         if subscribers is not None:
@@ -197,58 +263,24 @@ class Router:
 
     # --- requests --------------------------------------------------------------------
 
-    async def submit(self, session: Session, request: p.Request, command: cmd.Command) -> None:
+    def submit(self, session: Session, request: p.Request, command: cmd.Command) -> None:
         """Send a command to the exchange; its answer reaches ``session`` from the listener."""
-        key = msgspec.msgpack.encode(command)
         origin = Origin(session, request)
-        queue = self.pending.get(key)
-        if queue is None:
-            queue = self.pending[key] = deque()
-        queue.append(origin)
         try:
-            await self.service.submit(command)
+            future = self.service.submit_nowait(command, origin)
         except ServiceStopped as exc:
             session.send_message(
                 p.Error(id=request.id, code=p.ErrorCode.UNAVAILABLE, text=str(exc))
             )
-        except InvalidCommand as exc:
-            session.send_message(
-                p.Error(id=request.id, code=p.ErrorCode.INVALID_FIELD, text=str(exc))
-            )
-        except Exception:
-            session.log.exception("command_failed", command=type(command).__name__)
-            session.send_message(
-                p.Error(
-                    id=request.id,
-                    code=p.ErrorCode.INTERNAL_ERROR,
-                    text="internal error; nothing was changed",
-                )
-            )
-        finally:
-            if not origin.answered:
-                queue = self.pending.get(key)
-                if queue is not None:
-                    if origin in queue:
-                        queue.remove(origin)
-                    if not queue:
-                        del self.pending[key]
-
-    def _take_origin(self, command: cmd.Command) -> Origin | None:
-        key = msgspec.msgpack.encode(msgspec.structs.replace(command, ts=0))
-        queue = self.pending.get(key)
-        if not queue:
-            return None
-        origin = queue.popleft()
-        if not queue:
-            del self.pending[key]
-        origin.answered = True
-        return origin
+            return
+        future.add_done_callback(origin.failed)
 
     # --- the listener ---------------------------------------------------------------
 
-    def on_command(self, seq: int, command: cmd.Command, events: list[Event]) -> None:
-        """Turn one applied command's events into messages (the service listener)."""
-        origin = self._take_origin(command) if self.pending else None
+    def on_command(
+        self, seq: int, command: cmd.Command, events: list[Event], origin: Origin | None
+    ) -> None:
+        """Turn one applied command's events into messages (the service's origin listener)."""
         accounts = self.dirty_accounts
         vouchers = self.dirty_vouchers
         register = self.register
@@ -326,7 +358,7 @@ class Router:
                     accounts.add(ev.account_id)
                 case _:
                     pass
-        if origin is not None and not rejected:
+        if origin is not None and not rejected and type(command) not in _REPORTED:
             self._answer(origin, command, events, cancelled)
         if self._flush_handle is None and (self.touched or accounts or vouchers):
             self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
@@ -335,15 +367,26 @@ class Router:
         return self.by_account.get(account, set())
 
     def _report(self, r: p.ExecutionReport | None, origin: Origin | None) -> None:
+        """Send a report to its account's connections and the ``orders`` watchers;
+        the requester's copy carries its request id."""
         if r is None:
             return
-        if origin is not None and not self._may_see(origin.session, r.account):
-            origin = None  # a counterparty's fill: not the requester's business
-        targets = self._sessions_of(r.account)
-        watchers = self.subscribers.get((p.Channel.ORDERS, ""))
+        account = r.account
+        targets = self.by_account.get(account)
+        watchers = self.subscribers.get(_ORDERS)
         if watchers:
-            targets = targets | watchers
-        origin_session = origin.session if origin is not None else None
+            targets = targets | watchers if targets else watchers
+        origin_session: Session | None = None
+        if origin is not None:
+            principal = origin.session.principal
+            # A counterparty's fill is not the requester's business.
+            if principal is not None and (
+                principal.account_id == account or principal.role is _OPERATOR
+            ):
+                origin_session = origin.session
+                origin_session.send(p.encode(_replace(r, id=origin.request.id)))
+        if not targets:
+            return
         plain: bytes | None = None
         for session in targets:
             if session is origin_session:
@@ -351,15 +394,6 @@ class Router:
             if plain is None:
                 plain = p.encode(r)
             session.send(plain)
-        if origin is not None:
-            origin.session.send(p.encode(msgspec.structs.replace(r, id=origin.request.id)))
-
-    @staticmethod
-    def _may_see(session: Session, account: str) -> bool:
-        principal = session.principal
-        return principal is not None and (
-            principal.account_id == account or principal.role is Role.OPERATOR
-        )
 
     def _rejected(self, ev: Rejected, command: cmd.Command, origin: Origin | None) -> None:
         request_id = origin.request.id if origin is not None else None
@@ -367,7 +401,7 @@ class Router:
         if isinstance(command, cmd.NewOrder):
             r = OrderRegister.rejected(ev, command)
             message = msgspec.structs.replace(r, id=request_id)
-            watchers = self.subscribers.get((p.Channel.ORDERS, ""))
+            watchers = self.subscribers.get(_ORDERS)
             if watchers:
                 plain = p.encode(r)
                 for session in watchers:
@@ -401,8 +435,6 @@ class Router:
         request = origin.request
         result: dict[str, int | str] = {}
         match command:
-            case cmd.NewOrder() | cmd.CancelOrder() | cmd.AmendOrder():
-                return  # the execution reports were the answer
             case cmd.CancelAll():
                 origin.session.send_message(
                     p.CancelAllDone(
@@ -444,12 +476,21 @@ class Router:
 
     # --- private data ---------------------------------------------------------------
 
-    def _deliver(self, accounts: tuple[str, ...], message: p.ServerMessage) -> None:
+    def _deliver(
+        self, accounts: tuple[str, ...], message: p.ServerMessage, issuer: str | None = None
+    ) -> None:
+        """Send ``message`` to the ``private`` sessions of ``accounts`` and, for voucher
+        data of ``issuer``, to the ``vouchers`` sessions that see it; once per session."""
+        private = self.private
+        groups = [private.get(account, ()) for account in accounts]
+        if issuer is not None:
+            watchers = self.voucher_watchers
+            groups.append(watchers.get("", ()))
+            groups.append(watchers.get(issuer, ()))
         data: bytes | None = None
         seen: set[Session] = set()
-        private = self.private
-        for account in accounts:
-            for session in private.get(account, ()):
+        for group in groups:
+            for session in group:
                 if session in seen:
                     continue
                 seen.add(session)
@@ -498,7 +539,7 @@ class Router:
     def _voucher(self, voucher_id: int) -> None:
         v = self.core.vouchers.get(voucher_id)
         if v is not None:
-            self._deliver((v.holder, v.issuer), self.voucher(voucher_id))
+            self._deliver((v.holder, v.issuer), self.voucher(voucher_id), v.issuer)
 
     def claim(self, claim_id: int) -> p.Claim:
         c = self.core.claims[claim_id]
@@ -518,7 +559,7 @@ class Router:
     def _claim(self, claim_id: int) -> None:
         c = self.core.claims.get(claim_id)
         if c is not None:
-            self._deliver((c.provider, c.issuer), self.claim(claim_id))
+            self._deliver((c.provider, c.issuer), self.claim(claim_id), c.issuer)
 
     @staticmethod
     def contract(ev: Trade) -> p.Contract:
@@ -537,8 +578,15 @@ class Router:
         )
 
     def _trade(self, ev: Trade) -> None:
-        self._publish((p.Channel.TRADES, ev.instrument_id), self.marketdata.trade(ev))
-        self._deliver((ev.buyer, ev.seller), self.contract(ev))
+        """A fill: the public trade, and the contract to both parties (messages are
+        built only for someone who receives them)."""
+        md = self.marketdata
+        md.record(ev)
+        if self.subscribers.get((p.Channel.TRADES, ev.instrument_id)):
+            self._publish((p.Channel.TRADES, ev.instrument_id), md.public_trade(ev))
+        private = self.private
+        if ev.buyer in private or ev.seller in private:
+            self._deliver((ev.buyer, ev.seller), self.contract(ev))
         if ev.claim_id:
             self._claim(ev.claim_id)
         self.touched.add(ev.instrument_id)

@@ -102,6 +102,9 @@ def text_frame_header(length: int) -> bytes:
     return struct.pack("!BBQ", 0x81, 127, length)
 
 
+_SMALL_FRAME = 4096
+_HEADERS = [text_frame_header(size) for size in range(_SMALL_FRAME)]  # made once, used per frame
+
 # A queued item: encoded bytes to send, or a conflation mark (kind, instrument id).
 _Item = bytes | tuple[str, str]
 _BOOK = "book"
@@ -230,7 +233,8 @@ class Session:
         if len(outbox) > self.limits.outbox_hard and self.backed_up():
             self.close(p.CloseCode.SLOW_CONSUMER)
             return
-        self._queued()
+        if not self._pending:
+            self._queued()
 
     def _queued(self) -> None:
         if not self._pending:
@@ -282,12 +286,10 @@ class Session:
         self.outbox.append(key)
         self._queued()
 
-    def _resolve(self, item: _Item) -> bytes:
-        """The bytes to send for a queued item (a conflation mark becomes the latest state)."""
-        if not isinstance(item, tuple):
-            return item
-        self.marked.discard(item)
-        kind, instrument_id = item
+    def _resolve(self, mark: tuple[str, str]) -> bytes:
+        """The latest state a conflation mark stands for (b"" if nothing is due)."""
+        self.marked.discard(mark)
+        kind, instrument_id = mark
         if kind == _BOOK:
             if (p.Channel.BOOK, instrument_id) not in self.subscriptions:
                 return b""
@@ -319,13 +321,22 @@ class Session:
         chunks: list[bytes] = []
         count = 0
         budget = high - transport.get_write_buffer_size()
+        take = outbox.popleft
+        append = chunks.append
+        headers = _HEADERS
         while outbox and budget > 0:
-            data = self._resolve(outbox.popleft())
-            if data:
-                chunks.append(text_frame_header(len(data)))
-                chunks.append(data)
-                budget -= len(data)
-                count += 1
+            item = take()
+            if isinstance(item, tuple):  # a conflation mark
+                data = self._resolve(item)
+                if not data:
+                    continue
+            else:
+                data = item
+            size = len(data)
+            append(headers[size] if size < _SMALL_FRAME else text_frame_header(size))
+            append(data)
+            budget -= size
+            count += 1
         if chunks:
             transport.write(b"".join(chunks))
             self.sent += count

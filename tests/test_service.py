@@ -362,3 +362,74 @@ async def test_submit_before_start_is_refused() -> None:
     with pytest.raises(ServiceStopped):
         await svc.submit(deposit())
     await svc.stop()  # stopping a service that never started is harmless
+
+
+async def test_submit_nowait_hands_the_origin_to_origin_listeners_only() -> None:
+    svc, _, recorder = service(FakeClock(T0 + 1))
+    heard: list[tuple[int, type[c.Command], object]] = []
+
+    def with_origin(seq: int, command: c.Command, events: list[Event], origin: object) -> None:
+        heard.append((seq, type(command), origin))
+
+    svc.add_origin_listener(with_origin)
+    async with svc:
+        first = svc.submit_nowait(deposit(3), origin="request-1")
+        second = svc.submit_nowait(buy("b1"))  # no origin
+        third = svc.submit(deposit(4), origin=("session", 7))
+        assert isinstance(first, asyncio.Future) and not first.done()
+        events = await asyncio.wait_for(first, GUARD)
+        await asyncio.wait_for(asyncio.gather(second, third), GUARD)
+    assert isinstance(events[0], CashMoved) and events[0].amount == 3
+    assert heard == [
+        (1, c.Deposit, "request-1"),
+        (2, c.NewOrder, None),
+        (3, c.Deposit, ("session", 7)),
+    ]
+    # A plain listener is called as before, without the origin.
+    assert [(seq, type(command)) for seq, command, _ in recorder.calls] == [
+        (1, c.Deposit),
+        (2, c.NewOrder),
+        (3, c.Deposit),
+    ]
+
+
+async def test_submit_nowait_is_refused_at_once_when_not_running() -> None:
+    svc, _, _ = service(FakeClock(T0 + 1))
+    with pytest.raises(ServiceStopped):
+        svc.submit_nowait(deposit(), origin="x")
+    await svc.start()
+    await svc.stop()
+    with pytest.raises(ServiceStopped):
+        svc.submit_nowait(deposit(), origin="x")
+
+
+async def test_a_failed_command_reaches_no_listener_and_fails_its_future() -> None:
+    svc, market, recorder = service(FakeClock(T0 + 1), ListJournal(fail_from_batch=0))
+    heard: list[object] = []
+    svc.add_origin_listener(lambda seq, command, events, origin: heard.append(origin))
+    await svc.start()
+    future = svc.submit_nowait(deposit(9), origin="doomed")
+    with pytest.raises(ServiceStopped, match="disk full"):
+        await asyncio.wait_for(future, GUARD)
+    await svc.stop()
+    assert heard == [] and recorder.calls == []
+    assert market.core.accounts["su1"].cash == 10_000_000
+
+
+async def test_remove_listener_removes_either_kind_and_refuses_a_stranger() -> None:
+    svc, _, recorder = service(FakeClock(T0 + 1))
+    heard: list[object] = []
+
+    def with_origin(seq: int, command: c.Command, events: list[Event], origin: object) -> None:
+        heard.append(origin)
+
+    svc.add_origin_listener(with_origin)
+    async with svc:
+        await svc.submit(deposit(), origin="a")
+        svc.remove_listener(with_origin)
+        svc.remove_listener(recorder)
+        await svc.submit(deposit(), origin="b")
+    assert heard == ["a"]
+    assert [seq for seq, _, _ in recorder.calls] == [1]
+    with pytest.raises(ValueError):
+        svc.remove_listener(recorder)

@@ -1,11 +1,12 @@
 // The operator dashboard: sign-in, routing, and the four views.
 //
 // Everything live comes from the gateway's WebSocket (feed.js): instrument
-// status, tickers, books, trades, and for operators every account's balances
-// and orders. The HTTP API gives what the socket has no snapshot for (trade
-// history, voucher reports); it is read when a view opens, after every
-// reconnect, and again when a live message says those figures changed, never
-// on a timer.
+// status, tickers (with open interest), books, trades, for operators every
+// account's balances and orders, and for operators and issuers every voucher
+// and claim they may see. The HTTP API gives what the socket has no snapshot
+// for (trade history, voucher reports); it is read when a view opens, after
+// every reconnect, and again when a live message says those figures changed,
+// never on a timer.
 
 import { Feed, api } from "./feed.js";
 import { Candles, L2Book, depthSeries } from "./market.js";
@@ -371,7 +372,6 @@ class OverviewView {
     this.filters = { gpu: "", hub: "", tier: "", window: "", q: "" };
     this.subscribed = new Set();
     this.refreshStats = debounce(() => this.loadStats(), 800);
-    this.oi = new Map(); // operators: instrument -> open interest from the report
   }
 
   mount(main) {
@@ -428,12 +428,6 @@ class OverviewView {
   async loadStats() {
     await loadInstruments();
     api("/api/v1/reports/price-index?days=7", state.key).then((rows) => this.renderIndex(rows), () => {});
-    if (isOperator()) {
-      try {
-        const rows = await api("/api/v1/reports/open-interest", state.key);
-        for (const r of rows) this.oi.set(r.instrument_id, r.open_interest_gpu_hours);
-      } catch { /* shown without */ }
-    }
     this.render();
   }
 
@@ -538,8 +532,7 @@ class OverviewView {
     flashText(cells.ask, F.price(t ? t.best_ask : inst.best_ask));
     flashText(cells.last, F.price(t?.last_price || inst.last_price));
     F.setText(cells.vol, t ? F.qty(t.volume_24h) : "—");
-    const oi = this.oi.has(id) ? this.oi.get(id) : openInterest(inst);
-    F.setText(cells.oi, F.qty(oi));
+    F.setText(cells.oi, t ? F.qty(t.open_interest) : "—");
   }
 
   renderIndex(rows) {
@@ -577,12 +570,13 @@ class OverviewView {
     let vol = 0;
     let turnover = 0;
     let trades = 0;
+    let oi = 0;
     for (const t of state.tickers.values()) {
       vol += t.volume_24h;
       turnover += t.turnover_24h;
       trades += t.trades_24h;
+      oi += t.open_interest;
     }
-    const oi = all.reduce((s, i) => s + (this.oi.has(i.spec.instrument_id) ? this.oi.get(i.spec.instrument_id) : openInterest(i)), 0);
     const card = (label, value, sub, cls = "") => h("div", { class: `card ${cls}` },
       h("div", { class: "card-label" }, label), h("div", { class: "card-value" }, value),
       h("div", { class: "card-sub muted" }, sub));
@@ -594,10 +588,6 @@ class OverviewView {
       card("Open interest", `${F.qty(oi)} GPU-h`, "contracted, not yet delivered"),
     );
   }
-}
-
-function openInterest(inst) {
-  return Date.now() * 1e6 >= inst.spec.delivery_end ? 0 : inst.volume || 0;
 }
 
 function statusPill(status) {
@@ -625,6 +615,7 @@ const INTERVALS = [["5s", 5], ["1m", 60], ["5m", 300], ["15m", 900], ["1h", 3600
 const LADDER_ROW_PX = 21; // .lvl height in style.css
 const NARROW = window.matchMedia("(max-width: 760px)");
 const TAPE_ROWS = 60;
+const HISTORY_TRADES = 1000; // the most GET /api/v1/trades gives in one page
 
 class InstrumentView {
   constructor(id) {
@@ -700,6 +691,7 @@ class InstrumentView {
   }
 
   unmount() {
+    this.gone = true;
     for (const ch of ["book", "trades", "ticker"]) state.feed?.unsubscribe(ch, this.id);
     this.resize?.disconnect();
     for (const c of this.charts) c.remove();
@@ -764,25 +756,23 @@ class InstrumentView {
     this.candleSeries.setData(bars.map(toCandle));
     this.volumeSeries.setData(bars.map(toVolume));
     this.lastBarTime = bars.length ? bars[bars.length - 1].time : 0;
+    this.candleBox.dataset.bars = String(bars.length);
     this.candleChart.timeScale().fitContent();
   }
 
   async loadHistory() {
-    // Operators read every contract (a trade is a contract); other roles see trades from now on.
-    if (isOperator()) {
-      try {
-        const rows = await api("/api/v1/contracts", state.key);
-        for (const c of rows) {
-          if (c.instrument_id !== this.id) continue;
-          this.trades.set(c.contract_id, { trade_id: c.contract_id, price: c.price, qty: c.qty, ts: c.ts, aggressor: null });
-        }
-        this.tapeNote.textContent = "";
-      } catch (err) {
-        this.tapeNote.textContent = `History unavailable: ${err.message}`;
-      }
-    } else {
-      this.tapeNote.textContent = "Trades since this page opened (the trade history is for operators).";
+    // The public trade history, newest first; live trades arriving meanwhile are
+    // kept too (both are keyed by trade id).
+    try {
+      const rows = await api(`/api/v1/trades/${encodeURIComponent(this.id)}?limit=${HISTORY_TRADES}`, state.key);
+      for (const t of rows) this.trades.set(t.trade_id, t);
+      this.tapeNote.textContent = rows.length === HISTORY_TRADES
+        ? `Chart from the last ${F.qty(HISTORY_TRADES)} trades, then live.` : "";
+      this.tapeNote.dataset.history = String(rows.length);
+    } catch (err) {
+      this.tapeNote.textContent = `History unavailable: ${err.message}`;
     }
+    if (this.gone) return; // left the view while loading
     this.rebuildCandles();
     this.renderTape();
   }
@@ -956,19 +946,25 @@ function throttle(fn, ms) {
 class VoucherView {
   constructor() {
     this.reload = debounce(() => this.load(), 600);
+    // Operators and issuers follow every voucher and claim they may see on the
+    // `vouchers` channel (a snapshot, then each change); others read their own
+    // over HTTP and reload when their private updates say something changed.
+    this.live = false;
+    this.vouchers = new Map(); // voucher id -> latest `voucher` message (live roles)
+    this.claims = new Map(); // claim id -> latest `claim` message (live roles)
   }
 
   mount(main) {
     this.root = h("section", { class: "vouchers" });
     main.append(this.root);
-    // Operators see every fill's voucher part on the orders channel; issuers and
-    // holders receive their own voucher and claim updates on the connection.
-    if (isOperator()) state.feed.subscribe("orders");
+    const role = state.principal.role;
+    this.live = role === "OPERATOR" || role === "ISSUER";
+    if (this.live) state.feed.subscribe("vouchers");
     this.load();
   }
 
   unmount() {
-    if (isOperator()) state.feed?.unsubscribe("orders");
+    if (this.live) state.feed?.unsubscribe("vouchers");
     this.reload.cancel();
     this.chart?.remove();
     this.chart2?.remove();
@@ -977,21 +973,40 @@ class VoucherView {
   resync() { this.load(); }
 
   onMessage(msg) {
-    if (msg.type === "voucher" || msg.type === "claim" || msg.type === "contract"
-      || (msg.type === "execution_report" && msg.voucher > 0)) this.reload();
+    if (!this.live) {
+      if (msg.type === "voucher" || msg.type === "claim" || msg.type === "contract"
+        || (msg.type === "execution_report" && msg.voucher > 0)) this.reload();
+      return;
+    }
+    if (msg.type === "subscribed" && msg.channel === "vouchers") {
+      // A (re)subscription: its snapshot follows and replaces what we hold.
+      this.vouchers.clear();
+      this.claims.clear();
+    } else if (msg.type === "voucher") {
+      this.vouchers.set(msg.voucher_id, msg);
+      this.reload();
+    } else if (msg.type === "claim") {
+      this.claims.set(msg.claim_id, msg);
+      this.reload();
+    }
   }
 
   async load() {
-    const role = state.principal.role;
-    const reports = role === "OPERATOR" || role === "ISSUER";
+    const live = this.live;
     try {
       const [usage, byIssuer, claims, vouchers] = await Promise.all([
-        reports ? api("/api/v1/reports/voucher-usage", state.key) : [],
-        reports ? api("/api/v1/reports/claims", state.key) : [],
-        api("/api/v1/claims", state.key),
-        api("/api/v1/vouchers", state.key),
+        live ? api("/api/v1/reports/voucher-usage", state.key) : [],
+        live ? api("/api/v1/reports/claims", state.key) : [],
+        live ? null : api("/api/v1/claims", state.key),
+        live ? null : api("/api/v1/vouchers", state.key),
       ]);
-      this.render({ usage, byIssuer, claims, vouchers, reports });
+      // Live roles: the channel's copies as they are now, once the reports are in.
+      const byId = (m, key) => [...m.values()].sort((x, y) => x[key] - y[key]);
+      this.render({
+        usage, byIssuer, reports: live,
+        claims: live ? byId(this.claims, "claim_id") : claims,
+        vouchers: live ? byId(this.vouchers, "voucher_id") : vouchers,
+      });
     } catch (err) {
       this.root.replaceChildren(h("div", { class: "panel empty" }, `Could not load vouchers: ${err.message}`));
     }
@@ -1037,7 +1052,7 @@ class VoucherView {
       h("div", { class: "table-wrap" }, h("table", { class: "grid", id: "claims-by-issuer" },
         h("thead", null, h("tr", null, h("th", null, "Issuer"), h("th", { class: "num" }, "Outstanding"),
           h("th", { class: "num" }, "Outstanding ¥"), h("th", { class: "num" }, "Settled"), h("th", { class: "num" }, "Settled ¥"))),
-        h("tbody", null, byIssuer.length ? byIssuer.map((r) => h("tr", null, h("td", null, r.issuer),
+        h("tbody", null, byIssuer.length ? byIssuer.map((r) => h("tr", { dataset: { issuer: r.issuer } }, h("td", null, r.issuer),
           h("td", { class: "num" }, F.qty(r.outstanding)), money(r.outstanding_amount),
           h("td", { class: "num" }, F.qty(r.settled)), money(r.settled_amount)))
           : h("tr", null, h("td", { colspan: 5, class: "empty" }, "No claims yet.")))))) : null;
@@ -1047,7 +1062,7 @@ class VoucherView {
         h("thead", null, h("tr", null, h("th", { class: "num" }, "#"), h("th", null, "Programme"), h("th", null, "Holder"),
           h("th", { class: "num" }, "Amount ¥"), h("th", { class: "num" }, "Spent ¥"), h("th", { class: "num hide-s" }, "Reserved ¥"),
           h("th", { class: "num" }, "Unspent ¥"), h("th", { class: "hide-s" }, "Expires"))),
-        h("tbody", null, vouchers.length ? vouchers.map((v) => h("tr", null, h("td", { class: "num" }, v.voucher_id),
+        h("tbody", null, vouchers.length ? vouchers.map((v) => h("tr", { dataset: { voucher: v.voucher_id } }, h("td", { class: "num" }, v.voucher_id),
           h("td", null, v.programme_id), h("td", null, v.holder), money(v.amount), money(v.spent),
           h("td", { class: "num hide-s" }, F.fen(v.reserved)), money(v.balance), h("td", { class: "hide-s nowrap" }, F.date(v.expires_at))))
           : h("tr", null, h("td", { colspan: 8, class: "empty" }, "No vouchers."))))));

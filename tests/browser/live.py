@@ -112,6 +112,27 @@ class LiveGateway:
 
         return self.run(read())
 
+    def trades(self, instrument_id: str, limit: int) -> list[dict[str, int]]:
+        """The newest ``limit`` trades of the instrument, newest first, as the server has them."""
+
+        async def read() -> list[dict[str, int]]:
+            assert self.app is not None
+            md = self.app[gw.ROUTER].marketdata
+            return [
+                {"trade_id": t.trade_id, "price": t.price, "qty": t.qty}
+                for t in md.trades(instrument_id, limit)
+            ]
+
+        return self.run(read())
+
+    def open_interest(self, instrument_id: str) -> int:
+        async def read() -> int:
+            assert self.app is not None
+            core = self.app[gw.SERVICE].core
+            return self.app[gw.ROUTER].marketdata.open_interest(instrument_id, core.now)
+
+        return self.run(read())
+
     # --- a test client ------------------------------------------------------------
 
     def request(self, account_id: str, message: dict[str, Any]) -> list[dict[str, Any]]:

@@ -224,3 +224,88 @@ def test_issuer_sees_only_its_own_programme(page: Any, gateway: LiveGateway) -> 
     expect(page.locator("#programmes tbody tr")).to_have_count(1)
     expect(page.locator('#programmes tr[data-programme="sh-compute"]')).to_be_visible()
     expect(page.locator('#tabs [data-view="participants"]')).to_be_hidden()
+
+
+def test_trade_history_fills_the_tape_and_chart_on_load(page: Any, gateway: LiveGateway) -> None:
+    # A start-up (no access to contracts) sees the market's history at once.
+    history = gateway.trades(H800, 1000)
+    assert history, "the demo market should have traded"
+    sign_in(page, gateway, "xihu-llm", f"#/i/{H800}")
+    rows = page.locator("#tape tbody tr[data-trade]")
+    expect(rows).to_have_count(min(len(history), 60))
+    expect(rows.first).to_have_attribute("data-trade", str(history[0]["trade_id"]))
+    expect(rows.first).to_have_attribute("data-price", str(history[0]["price"]))
+    expect(rows.last).to_have_attribute(
+        "data-trade", str(history[min(len(history), 60) - 1]["trade_id"])
+    )
+    expect(page.locator("#price-chart")).to_have_attribute("data-bars", re.compile(r"^[1-9]\d*$"))
+    expect(page.locator("#tape + .footnote, .p-tape .footnote")).to_have_attribute(
+        "data-history", str(len(history))
+    )
+
+
+def test_overview_open_interest_comes_from_the_ticker(page: Any, gateway: LiveGateway) -> None:
+    sign_in(page, gateway, "qingyun-ai")
+    for instrument_id in gateway.instruments():
+        row = page.locator(f'#instruments tr[data-instrument="{instrument_id}"]')
+        expect(row.locator(".c-oi")).to_have_text(f"{gateway.open_interest(instrument_id):,}")
+    before = gateway.open_interest(H800)
+    _, asks = gateway.book(H800)
+    gateway.request(
+        "xihu-llm",
+        {
+            "type": "new_order",
+            "client_order_id": "oi-buy",
+            "instrument_id": H800,
+            "side": "BUY",
+            "qty": 8,
+            "price": asks[0][0],
+        },
+    )
+    assert gateway.open_interest(H800) == before + 8
+    row = page.locator(f'#instruments tr[data-instrument="{H800}"]')
+    expect(row.locator(".c-oi")).to_have_text(f"{before + 8:,}")
+
+
+def test_operator_voucher_view_follows_the_vouchers_channel(
+    page: Any, gateway: LiveGateway
+) -> None:
+    sign_in(page, gateway, "ops", "#/vouchers")
+    rows = page.locator("#vouchers tbody tr[data-voucher]")
+    expect(rows).to_have_count(5)
+    expect(page.locator('#claims-by-issuer tr[data-issuer="shanghai-gov"]')).to_have_count(0)
+    # An issuer issues a voucher: the operator's page shows it without reloading.
+    (ack,) = gateway.request(
+        "shanghai-gov",
+        {
+            "type": "issue_voucher",
+            "programme_id": "sh-compute",
+            "holder": "xihu-llm",
+            "amount": 1_000_000,
+        },
+    )
+    assert ack["type"] == "ack", ack
+    voucher_id = ack["result"]["voucher_id"]
+    expect(rows).to_have_count(6)
+    expect(page.locator(f'#vouchers tr[data-voucher="{voucher_id}"]')).to_contain_text("xihu-llm")
+    # Spending it makes a claim on the issuer, which the operator sees at once.
+    _, asks = gateway.book(H800)
+    answers = gateway.request(
+        "xihu-llm",
+        {
+            "type": "new_order",
+            "client_order_id": "voucher-buy",
+            "instrument_id": H800,
+            "side": "BUY",
+            "qty": 8,
+            "price": asks[0][0],
+            "voucher_id": voucher_id,
+        },
+    )
+    fills = [a for a in answers if a.get("exec_type") in ("FILL", "PARTIAL_FILL")]
+    assert fills and fills[0]["voucher"] > 0, answers
+    issuer_row = page.locator('#claims-by-issuer tr[data-issuer="shanghai-gov"]')
+    expect(issuer_row).to_contain_text(fen(fills[0]["voucher"]))
+    expect(page.locator(f'#vouchers tr[data-voucher="{voucher_id}"]')).to_contain_text(
+        fen(1_000_000 - fills[0]["voucher"])
+    )

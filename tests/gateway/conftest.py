@@ -3,8 +3,9 @@
 ``gateway`` starts the aiohttp app on 127.0.0.1 with port 0 and stops it at the
 end of the test. ``Client`` wraps a real aiohttp WebSocket client: ``send``
 writes a request, ``expect`` reads until a message of the wanted type (and
-matching fields) arrives. Reads time out after ``WAIT`` seconds, only so that a
-broken test fails instead of hanging; no test asserts on timing.
+matching fields) arrives. ``Traders`` makes fills between ``dc1`` and ``su2``
+one at a time. Reads time out after ``WAIT`` seconds, only so that a broken
+test fails instead of hanging; no test asserts on timing.
 """
 
 from __future__ import annotations
@@ -201,6 +202,37 @@ class Gateway:
         async with self.http.get(self.url(path), headers=headers) as resp:
             body = await resp.read()
             return resp.status, msgspec.json.decode(body) if body[:1] in b"[{" else body.decode()
+
+
+class Traders:
+    """A provider and a start-up that trade with each other, one fill at a time."""
+
+    def __init__(self, seller: Client, buyer: Client) -> None:
+        self.seller = seller
+        self.buyer = buyer
+        self.n = 0
+
+    @classmethod
+    async def connect(cls, gateway: Gateway) -> Traders:
+        return cls(await gateway.connect("dc1"), await gateway.connect("su2"))
+
+    async def trade(
+        self, instrument_id: str, price: int, qty: int, aggressor: str
+    ) -> p.ExecutionReport:
+        """One fill; the aggressor's FILL report (its ``trade_id`` is the trade)."""
+        self.n += 1
+        report = p.ExecutionReport
+        buy = aggressor == "BUY"
+        order = {"instrument_id": instrument_id, "qty": qty, "price": price}
+        steps = ((not buy, "r", p.ExecType.NEW), (buy, "i", p.ExecType.FILL))
+        for is_buyer, prefix, expected in steps:
+            client = self.buyer if is_buyer else self.seller
+            side = "BUY" if is_buyer else "SELL"
+            rid = await client.send(
+                "new_order", client_order_id=f"{prefix}{self.n}", side=side, **order
+            )
+            answer: p.ExecutionReport = await client.expect(report, id=rid, exec_type=expected)
+        return answer
 
 
 GatewayFactory = Callable[..., Awaitable[Gateway]]

@@ -16,7 +16,7 @@ import msgspec
 
 from gateway import protocol as p
 from gateway.app import ROUTER, SERVICE
-from tests.gateway.conftest import H100, Client, Gateway, GatewayFactory
+from tests.gateway.conftest import ASCEND, H100, Client, Gateway, GatewayFactory, Traders
 
 SEED = 4242
 
@@ -165,6 +165,48 @@ async def test_trades_ticker_and_status(gateway: Gateway) -> None:
         p.ExecutionReport, client_order_id="s", exec_type=p.ExecType.CANCELLED
     )
     assert closed.reason == "MARKET_CLOSED" and closed.cum_qty == 8
+
+
+async def test_ticker_carries_open_interest_until_delivery_ends(gateway: Gateway) -> None:
+    watcher = await gateway.connect()
+    for instrument_id in (H100, ASCEND):
+        await watcher.send("subscribe", channel="ticker", instrument_id=instrument_id)
+    first = await watcher.expect(p.Ticker, instrument_id=H100)
+    assert first.open_interest == 0
+    traders = await Traders.connect(gateway)
+    await traders.trade(H100, 1500, 8, "BUY")
+    await traders.trade(H100, 1500, 16, "SELL")
+    ticker = await watcher.expect(p.Ticker, instrument_id=H100, open_interest=24)
+    assert ticker.volume_24h == 24
+    # The same figure as the operators' open-interest report: one definition.
+    status, rows = await gateway.get("/api/v1/reports/open-interest", "ops")
+    assert status == 200
+    by_id = {r["instrument_id"]: r for r in rows}
+    assert by_id[H100]["open_interest_gpu_hours"] == 24
+    assert by_id[H100]["contracted_gpu_hours"] == 24
+    assert by_id[ASCEND]["open_interest_gpu_hours"] == 0
+    assert [
+        m.open_interest
+        for m in watcher.seen
+        if isinstance(m, p.Ticker) and m.instrument_id == ASCEND
+    ] == [0]
+
+    # Time passes the end of the delivery window: delivered, so no longer open.
+    service = gateway.app[SERVICE]
+    spec = service.core.instruments[H100].spec
+    service.clock = lambda: spec.delivery_end + 1
+    ops = await gateway.connect("ops")
+    rid = await ops.send("deposit", account_id="su2", amount=1)  # any command moves the clock
+    await ops.expect(p.Ack, id=rid)
+    closed = await watcher.expect(p.Ticker, instrument_id=H100, status="CLOSED")
+    assert closed.open_interest == 0 and closed.ts > spec.delivery_end
+    status, rows = await gateway.get("/api/v1/reports/open-interest", "ops")
+    h100 = next(r for r in rows if r["instrument_id"] == H100)
+    assert (h100["delivered"], h100["contracted_gpu_hours"], h100["open_interest_gpu_hours"]) == (
+        True,
+        24,
+        0,
+    )
 
 
 class RawWebSocket:
