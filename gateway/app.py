@@ -103,7 +103,12 @@ def _open_service(
         return ExchangeService(ExchangeCore()), lambda: None, StoreInfo(durable=False)
     from exchange.store import open_store
 
-    store = open_store(Path(config.data_dir), snapshot_every=config.snapshot_every)
+    store = open_store(
+        Path(config.data_dir),
+        snapshot_every=config.snapshot_every,
+        snapshot_capture=config.snapshot_capture,
+        retention=config.journal_retention,
+    )
     info = StoreInfo(durable=True, data_dir=config.data_dir, recovered_seq=store.next_seq - 1)
     journal = TimedJournal(store.journal, metrics)
     service = ExchangeService(core=store.core, journal=journal, next_seq=store.next_seq)

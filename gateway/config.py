@@ -26,6 +26,7 @@ from pathlib import Path
 
 import msgspec
 
+from exchange.store import Retention, SnapshotCapture
 from gateway.session import SessionLimits
 
 
@@ -40,6 +41,8 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     data_dir: str = ""  # empty: no journal, state lives in memory only
     keys_file: str = ""  # empty: keys issued at run time live in memory only
     snapshot_every: int = 100_000  # commands between store snapshots
+    snapshot_capture: SnapshotCapture = "auto"  # fork (Linux), or loop
+    journal_retention: Retention = "archive"  # segments behind the oldest kept snapshot
     operators: list[str] = []  # admitted as operators at start if missing
     api_keys: list[BootstrapKey] = []
     demo: bool = False  # seed the demo market into an empty exchange

@@ -7,7 +7,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from gateway.config import BootstrapKey, load_config
+from gateway.app import _open_service
+from gateway.config import BootstrapKey, GatewayConfig, load_config
+from gateway.metrics import Metrics
 
 
 def test_file_then_environment(tmp_path: Path) -> None:
@@ -47,3 +49,23 @@ def test_bad_configuration_is_refused(tmp_path: Path) -> None:
         load_config(path, env={})
     with pytest.raises(ValueError, match="account=key"):
         load_config(None, env={"SUANLI_API_KEYS": "no-equals-sign"})
+    path.write_text('journal_retention = "shred"\n')
+    with pytest.raises(msgspec.ValidationError, match="journal_retention"):
+        load_config(path, env={})
+
+
+def test_store_options_reach_the_store(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.toml"
+    data_dir = tmp_path / "data"
+    path.write_text(
+        f'data_dir = "{data_dir}"\nsnapshot_capture = "loop"\njournal_retention = "keep"\n'
+    )
+    config = load_config(path, env={})
+    service, close, _ = _open_service(config, Metrics())
+    try:
+        store = service.journal.journal._store
+        assert (store.snapshot_capture, store.retention) == ("loop", "keep")
+    finally:
+        close()
+    defaults = GatewayConfig()
+    assert (defaults.snapshot_capture, defaults.journal_retention) == ("auto", "archive")
