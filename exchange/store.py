@@ -74,6 +74,7 @@ from exchange.core import ExchangeCore
 from exchange.events import Event
 from exchange.journal import (
     DEFAULT_SEGMENT_BYTES,
+    FILE_HEADER_SIZE,
     Batch,
     Journal,
     JournalReader,
@@ -570,15 +571,20 @@ def _exit_cause(code: int | None) -> str:
 def retire_segments(data_dir: Path, behind: int, retention: Retention) -> list[Retired]:
     """Archive or delete the journal segments holding no command after ``behind``.
 
-    The newest segment is never retired: it is the one being appended to. Every
-    segment retired is written to ``retention.log`` (and fsynced) first; an
-    archived one is moved, under its name, to ``archive/``. Logs nothing (a
-    forked writer runs it): the records returned are what it did.
+    The newest segment that holds a record is never retired, nor any after it.
+    The one being appended to may have been started and hold nothing yet: a
+    crash would then drop it as a torn tail, and the journal must still end
+    in a live segment at the snapshot. Every segment retired is written to
+    ``retention.log`` (and fsynced) first; an archived one is moved, under its
+    name, to ``archive/``. Logs nothing (a forked writer runs it): the records
+    returned are what it did.
     """
     if retention == "keep":
         return []
     journal_dir = data_dir / JOURNAL_DIR
     segments = list_segments(journal_dir)
+    holding = [i for i, segment in enumerate(segments) if segment.size > FILE_HEADER_SIZE]
+    segments = segments[: holding[-1] + 1] if holding else []
     done: list[Retired] = []
     stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     action: Literal["archived", "deleted"] = "archived" if retention == "archive" else "deleted"

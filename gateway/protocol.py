@@ -27,6 +27,7 @@ value, as rejections are values in the core.
 from __future__ import annotations
 
 import enum
+import inspect
 import typing
 from typing import Annotated, Any, Final
 
@@ -786,6 +787,10 @@ def json_schema() -> dict[str, Any]:
     (request, server), components = msgspec.json.schema_components(
         [Request, ServerMessage], ref_template="#/$defs/{name}"
     )
+    for component in components.values():
+        # msgspec 0.23 dedents docstrings and 0.22 does not: one text for both.
+        if isinstance(component.get("description"), str):
+            component["description"] = inspect.cleandoc(component["description"])
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "Suanli gateway protocol",

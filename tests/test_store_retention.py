@@ -212,6 +212,21 @@ def test_retirement_boundaries(
     ]
 
 
+def test_the_newest_segment_with_a_record_stays_when_a_new_one_is_empty(
+    tmp_path: Path, commands: list[Command]
+) -> None:
+    """A segment just started holds only its header: a crash now would drop it as a
+    torn tail, so the one before it must stay live, or the journal would end nowhere."""
+    journal = Journal.open(tmp_path / "journal", segment_bytes=1)
+    for first in (1, 11):
+        journal.append(first, commands[first - 1 : first + 9])
+    journal._start_segment(21)  # what append does first, before the record reaches it
+    journal.close()
+    done = retire_segments(tmp_path, 20, "archive")
+    assert [(r.first_seq, r.last_seq) for r in done] == [(1, 10)]
+    assert [s.first_seq for s in list_segments(tmp_path / "journal")] == [11, 21]
+
+
 def test_retention_keep_retires_nothing(reference: Path) -> None:
     assert not (reference / ARCHIVE_DIR).exists()
     assert not (reference / RETENTION_LOG).exists()
