@@ -55,7 +55,7 @@ from typing import Final
 
 import msgspec
 
-from exchange.records import fields_of, record_of
+from exchange.records import Record, fields_of, record_of
 from exchange.reference import SelfTradePrevention, Side, TimeInForce
 
 _BUY: Final = Side.BUY  # reading an enum member through its class costs a lookup each time
@@ -89,7 +89,7 @@ class OrderState(msgspec.Struct, kw_only=True, gc=False):
     live: bool = True
 
 
-class Order:
+class Order(Record):
     """An open order and the reservation it holds.
 
     A buy holds ``cash_reserved`` and ``voucher_reserved``; a sell holds
@@ -184,12 +184,6 @@ class Order:
     @staticmethod
     def from_state(state: OrderState) -> Order:
         return Order(**fields_of(state))
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Order) and self.state() == other.state()
-
-    def __repr__(self) -> str:
-        return repr(self.state()).replace("OrderState", "Order", 1)
 
 
 class Level:

@@ -33,7 +33,21 @@ def fields_of(record: msgspec.Struct) -> dict[str, Any]:
     return {name: getattr(record, name) for name in record.__struct_fields__}
 
 
-class Instrument:
+class Record:
+    """A live record whose ``state()`` is its msgspec record form: equal states, equal records."""
+
+    def state(self) -> msgspec.Struct:
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self.state() == other.state()
+
+    def __repr__(self) -> str:
+        state = self.state()
+        return repr(state).replace(type(state).__name__, type(self).__name__, 1)
+
+
+class Instrument(Record):
     """An instrument's spec and its live trading state.
 
     The spec's figures that every order checks are copied onto the instrument.
@@ -83,14 +97,8 @@ class Instrument:
     def from_state(state: InstrumentState) -> Instrument:
         return Instrument(**fields_of(state))
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Instrument) and self.state() == other.state()
 
-    def __repr__(self) -> str:
-        return repr(self.state()).replace("InstrumentState", "Instrument", 1)
-
-
-class Account:
+class Account(Record):
     """A participant's standing: role, attested facts, money and capacity.
 
     Cash is split into ``cash`` (free) and ``cash_reserved`` (held by open buy
@@ -154,9 +162,3 @@ class Account:
     @staticmethod
     def from_state(state: AccountState) -> Account:
         return Account(**fields_of(state))
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Account) and self.state() == other.state()
-
-    def __repr__(self) -> str:
-        return repr(self.state()).replace("AccountState", "Account", 1)
