@@ -4,7 +4,6 @@
 alone. ``exchange/native.py`` explains how the package picks a build at import.
 """
 
-import hashlib
 import os
 import sys
 from pathlib import Path
@@ -14,14 +13,14 @@ from setuptools import setup
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))  # the build backend does not put the project on the path
 
-from exchange.native import COMPILED  # noqa: E402
+from exchange.native import COMPILED, source_digest  # noqa: E402
 
 SOURCES = {name: ROOT / (name.replace(".", "/") + ".py") for name in COMPILED}
 MANIFEST = ROOT / "exchange" / "_built.py"
 
 
 def _manifest() -> str:
-    digests = {name: hashlib.sha256(p.read_bytes()).hexdigest() for name, p in SOURCES.items()}
+    digests = {name: source_digest(path) for name, path in SOURCES.items()}
     return f'"""Written by setup.py: the sources mypyc compiled."""\n\nSOURCES = {digests!r}\n'
 
 

@@ -55,7 +55,7 @@ from typing import Final
 
 import msgspec
 
-from exchange.records import Record, fields_of, record_of
+from exchange.records import Record, record_of
 from exchange.reference import SelfTradePrevention, Side, TimeInForce
 
 _BUY: Final = Side.BUY  # reading an enum member through its class costs a lookup each time
@@ -183,7 +183,7 @@ class Order(Record):
 
     @staticmethod
     def from_state(state: OrderState) -> Order:
-        return Order(**fields_of(state))
+        return Order(**msgspec.structs.asdict(state))
 
 
 class Level:

@@ -8,7 +8,7 @@ msgspec record form in ``exchange.reference`` (``InstrumentState``,
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import msgspec
 
@@ -27,10 +27,6 @@ S = TypeVar("S", bound=msgspec.Struct)
 def record_of(obj: object, record: type[S]) -> S:
     """``obj``'s fields as a ``record`` Struct with the same field names."""
     return record(**{name: getattr(obj, name) for name in record.__struct_fields__})
-
-
-def fields_of(record: msgspec.Struct) -> dict[str, Any]:
-    return {name: getattr(record, name) for name in record.__struct_fields__}
 
 
 class Record:
@@ -95,7 +91,7 @@ class Instrument(Record):
 
     @staticmethod
     def from_state(state: InstrumentState) -> Instrument:
-        return Instrument(**fields_of(state))
+        return Instrument(**msgspec.structs.asdict(state))
 
 
 class Account(Record):
@@ -161,4 +157,4 @@ class Account(Record):
 
     @staticmethod
     def from_state(state: AccountState) -> Account:
-        return Account(**fields_of(state))
+        return Account(**msgspec.structs.asdict(state))
