@@ -26,8 +26,8 @@ Rules
 Structure and cost
 ------------------
 Each side keeps a dict from price to ``Level`` and a sorted list of its
-prices (``Prices``: a flat list searched by bisection). A level is a FIFO deque
-of orders; a cancelled order is marked dead and left in the deque, to be
+prices (``Prices``: a flat list searched by bisection). A level is a FIFO queue
+of orders; a cancelled order is marked dead and left in the queue, to be
 dropped when it reaches the front, so cancel is O(1) apart from the level
 itself disappearing. With ``L`` price levels on a side:
 
@@ -49,7 +49,6 @@ chunked structure such as ``sortedcontainers.SortedList``.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
-from collections import deque
 from collections.abc import Iterator
 from typing import Final
 
@@ -187,27 +186,43 @@ class Order(Record):
 
 
 class Level:
-    """Orders at one price, in arrival order. ``total`` counts live leaves only."""
+    """Orders at one price, in arrival order. ``total`` counts live leaves only.
 
-    __slots__ = ("count", "price", "queue", "total")
+    ``queue[head:]`` is the queue: the front moves by an index, and the list is
+    compacted once the part behind the front is as long as the rest. (A list,
+    not a deque: compiled, its append and indexing are direct calls.)
+    """
+
+    __slots__ = ("count", "head", "price", "queue", "total")
 
     def __init__(self, price: int) -> None:
         self.price = price
         self.total = 0
         self.count = 0
-        self.queue: deque[Order] = deque()
+        self.queue: list[Order] = []
+        self.head = 0
 
     def front(self) -> Order:
-        """The first live order. Call only when ``count > 0``."""
+        """The first live order, dropping dead ones before it. Call only when ``count > 0``."""
         queue = self.queue
-        order = queue[0]
+        head = self.head
+        order = queue[head]
         while not order.live:
-            queue.popleft()
-            order = queue[0]
+            head += 1
+            order = queue[head]
+        self.head = head
         return order
 
+    def pop_front(self) -> None:
+        """Drop the front order, which has just stopped being live."""
+        head = self.head + 1
+        if head >= 32 and head + head >= len(self.queue):
+            del self.queue[:head]
+            head = 0
+        self.head = head
+
     def live_orders(self) -> Iterator[Order]:
-        return (o for o in self.queue if o.live)
+        return (o for o in self.queue[self.head :] if o.live)
 
 
 class Prices:

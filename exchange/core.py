@@ -124,7 +124,7 @@ def _valid_id(value: str) -> bool:
 # built with keywords.
 _replace = msgspec.structs.replace
 _astuple = msgspec.structs.astuple
-# _new_order unpacks a NewOrder by position, so its fields must stay in this order.
+# _new_order and _cancel_order unpack their commands by position, so its fields must stay in this order.
 _NEW_ORDER_FIELDS: Final = (
     "actor",
     "ts",
@@ -143,6 +143,10 @@ _NEW_ORDER_FIELDS: Final = (
 )
 if cmd.NewOrder.__struct_fields__ != _NEW_ORDER_FIELDS:
     raise ImportError("exchange.core unpacks NewOrder by position: update _NEW_ORDER_FIELDS")
+if cmd.CancelOrder.__struct_fields__ != ("actor", "ts", "order_id", "client_order_id"):
+    raise ImportError("exchange.core unpacks CancelOrder by position: update _cancel_order")
+_NEW_ORDER: Final = cmd.NewOrder
+_CANCEL_ORDER: Final = cmd.CancelOrder
 _force_setattr = msgspec.structs.force_setattr
 _ACCEPTED: Final = OrderAccepted(
     ts=0,
@@ -210,8 +214,6 @@ class ExchangeCore:
         # (delivery start, instrument id): when each instrument closes
         self.closings: list[tuple[int, str]] = []
         self._handlers: dict[type[Any], Callable[[Any, list[Event]], None]] = {
-            cmd.NewOrder: self._new_order,
-            cmd.CancelOrder: self._cancel_order,
             cmd.AmendOrder: self._amend_order,
             cmd.CancelAll: self._cancel_all,
             cmd.ListInstrument: self._list_instrument,
@@ -232,7 +234,15 @@ class ExchangeCore:
     def apply(self, command: cmd.Command) -> list[Event]:
         """Handle one command; return what happened, in order."""
         out: list[Event] = []
-        ts = command.ts
+        kind = type(command)
+        # Orders and cancels, most of the traffic, are read in one call and
+        # handled by a direct call; the rest go through the handler table.
+        fields: tuple[Any, ...] = ()
+        if kind is _NEW_ORDER or kind is _CANCEL_ORDER:
+            fields = _astuple(command)
+            ts: int = fields[1]
+        else:
+            ts = command.ts
         if ts > self.now:
             closings = self.closings
             expiries = self.expiries
@@ -241,13 +251,18 @@ class ExchangeCore:
             else:  # the usual case: time moves on and nothing falls due
                 self.now = ts
         try:
-            self._handlers[type(command)](command, out)
+            if kind is _NEW_ORDER:
+                self._new_order(fields, out)
+            elif kind is _CANCEL_ORDER:
+                self._cancel_order(fields, out)
+            else:
+                self._handlers[kind](command, out)
         except _Refused as refusal:
             out.append(
                 Rejected(
                     ts=self.now,
                     actor=command.actor,
-                    command=type(command).__name__,
+                    command=kind.__name__,
                     reason=refusal.reason,
                     client_order_id=getattr(command, "client_order_id", ""),
                     order_id=getattr(command, "order_id", 0),
@@ -310,9 +325,10 @@ class ExchangeCore:
 
     # --- orders ----------------------------------------------------------------
 
-    def _new_order(self, c: cmd.NewOrder, out: list[Event]) -> None:
-        # Every field at once: one call instead of a generic attribute lookup
-        # per field (a Struct's fields are not C members to compiled code).
+    def _new_order(self, fields: tuple[Any, ...], out: list[Event]) -> None:
+        # ``fields`` is the NewOrder's fields in order (see apply): one call
+        # reads them all, where each attribute of a Struct costs compiled code
+        # a generic lookup.
         actor: str
         coid: str
         instrument_id: str
@@ -341,7 +357,7 @@ class ExchangeCore:
             min_qty,
             stp,
             voucher_id,
-        ) = _astuple(c)
+        ) = fields
         account = self.accounts.get(actor)
         if account is None:
             raise _Refused(Reason.UNKNOWN_ACCOUNT)
@@ -587,10 +603,12 @@ class ExchangeCore:
             level = levels[best]
             queue = level.queue
             while order.leaves and level.count:
-                resting = queue[0]  # level.front(), inlined
+                head = level.head  # level.front(), inlined
+                resting = queue[head]
                 while not resting.live:
-                    queue.popleft()
-                    resting = queue[0]
+                    head += 1
+                    resting = queue[head]
+                level.head = head
                 if resting.account == account or (
                     related and self._conflict(order, resting, related)
                 ):
@@ -608,7 +626,7 @@ class ExchangeCore:
                 level.total -= qty
                 if not resting.leaves:
                     resting.live = False
-                    queue.popleft()
+                    level.pop_front()
                     level.count -= 1
                     del orders[resting.order_id]
                     if not buying:  # a filled resting buy may still hold rounding change
@@ -778,11 +796,14 @@ class ExchangeCore:
             raise _Refused(Reason.UNKNOWN_ORDER)
         return order
 
-    def _cancel_order(self, c: cmd.CancelOrder, out: list[Event]) -> None:
-        actor = c.actor
-        order = self.orders.get(c.order_id) if c.order_id else None
+    def _cancel_order(self, fields: tuple[Any, ...], out: list[Event]) -> None:
+        actor: str
+        order_id: int
+        coid: str
+        actor, _, order_id, coid = fields  # a CancelOrder's fields (see apply)
+        order = self.orders.get(order_id) if order_id else None
         if order is None:
-            order = self._find_order(actor, c.order_id, c.client_order_id)
+            order = self._find_order(actor, order_id, coid)
         if order.account == actor:
             reason = _REQUESTED
         elif self._is_operator(actor):
@@ -1024,7 +1045,7 @@ class ExchangeCore:
             for order, level in ((buy, bid_level), (sell, ask_level)):
                 if not order.leaves:
                     order.live = False
-                    level.queue.popleft()
+                    level.pop_front()
                     level.count -= 1
                     del self.orders[order.order_id]
                     self._release(order)
