@@ -112,19 +112,9 @@ def _valid_id(value: str) -> bool:
     return 0 < len(value) <= MAX_ID_LEN and value.isprintable() and value.strip() == value
 
 
-# Templates of the two widest events. CPython compiles a call with more than
-# 15 keyword arguments into a generic call that first builds a dict
-# (CALL_FUNCTION_EX), several times slower than keywords passed on the stack,
-# and the event Structs are keyword-only. So an OrderAccepted or a Trade (16
-# fields each) is a copy of its template with its other fields replaced in one
-# call; its voucher fields (the voucher id, and the voucher value reserved, or
-# paid with its claim), usually 0 as in the template, are set on the new event
-# (before anyone sees it) only when they are not. Every field ends up with its
-# value, so the event is equal, and encodes byte for byte the same, as one
-# built with keywords.
-_replace = msgspec.structs.replace
 _astuple = msgspec.structs.astuple
-# _new_order and _cancel_order unpack their commands by position, so its fields must stay in this order.
+# _new_order and _cancel_order unpack their commands by position: the fields
+# must stay in this order.
 _NEW_ORDER_FIELDS: Final = (
     "actor",
     "ts",
@@ -147,43 +137,61 @@ if cmd.CancelOrder.__struct_fields__ != ("actor", "ts", "order_id", "client_orde
     raise ImportError("exchange.core unpacks CancelOrder by position: update _cancel_order")
 _NEW_ORDER: Final = cmd.NewOrder
 _CANCEL_ORDER: Final = cmd.CancelOrder
-_force_setattr = msgspec.structs.force_setattr
-_ACCEPTED: Final = OrderAccepted(
-    ts=0,
-    order_id=0,
-    account="",
-    client_order_id="",
-    instrument_id="",
-    side=_BUY,
-    order_type=OrderType.LIMIT,
-    tif=_GTC,
-    price=0,
-    qty=0,
-    expire_at=0,
-    post_only=False,
-    min_qty=0,
-    voucher_id=0,
-    cash_reserved=0,
-    voucher_reserved=0,
-)
-_TRADE: Final = Trade(
-    ts=0,
-    trade_id=0,
-    instrument_id="",
-    price=0,
-    qty=0,
-    aggressor=None,
-    buy_order_id=0,
-    sell_order_id=0,
-    buyer="",
-    seller="",
-    buy_leaves=0,
-    sell_leaves=0,
-    cash=0,
-    voucher=0,
-    voucher_id=0,
-    claim_id=0,
-)
+# The core builds these events by position (see exchange.events): their fields
+# must stay in this order.
+_POSITIONAL_EVENTS: Final = {
+    OrderAccepted: (
+        "ts",
+        "order_id",
+        "account",
+        "client_order_id",
+        "instrument_id",
+        "side",
+        "order_type",
+        "tif",
+        "price",
+        "qty",
+        "expire_at",
+        "post_only",
+        "min_qty",
+        "voucher_id",
+        "cash_reserved",
+        "voucher_reserved",
+    ),
+    Trade: (
+        "ts",
+        "trade_id",
+        "instrument_id",
+        "price",
+        "qty",
+        "aggressor",
+        "buy_order_id",
+        "sell_order_id",
+        "buyer",
+        "seller",
+        "buy_leaves",
+        "sell_leaves",
+        "cash",
+        "voucher",
+        "voucher_id",
+        "claim_id",
+    ),
+    OrderCancelled: (
+        "ts",
+        "order_id",
+        "account",
+        "client_order_id",
+        "instrument_id",
+        "side",
+        "price",
+        "leaves",
+        "reason",
+        "rested",
+    ),
+}
+for _event, _fields in _POSITIONAL_EVENTS.items():
+    if _event.__struct_fields__ != _fields:
+        raise ImportError(f"exchange.core builds {_event.__name__} by position: update it")
 
 
 class ExchangeCore:
@@ -455,7 +463,7 @@ class ExchangeCore:
             expire_at = NEVER  # closes with its instrument
             expires = False
         now = self.now
-        # At most 15 keywords (see _ACCEPTED): the voucher fields are set below.
+        # At most 15 keywords (more cost CPython a dict): the voucher fields are set below.
         order = Order(
             order_id=order_id,
             account=actor,
@@ -488,27 +496,24 @@ class ExchangeCore:
             reserved[instrument_id] = reserved.get(instrument_id, 0) + qty
         account.client_order_ids[coid] = order_id
         if not self.quiet:
-            accepted = _replace(
-                _ACCEPTED,
-                ts=now,
-                order_id=order_id,
-                account=actor,
-                client_order_id=coid,
-                instrument_id=instrument_id,
-                side=side,
-                order_type=order_type,
-                tif=tif,
-                price=price,
-                qty=qty,
-                expire_at=expire_at,
-                post_only=post_only,
-                min_qty=min_qty,
-                cash_reserved=cash_needed,
+            accepted = OrderAccepted(
+                now,
+                order_id,
+                actor,
+                coid,
+                instrument_id,
+                side,
+                order_type,
+                tif,
+                price,
+                qty,
+                expire_at,
+                post_only,
+                min_qty,
+                voucher_id,  # 0 unless a voucher was named, and then found
+                cash_needed,
+                voucher_cap,
             )
-            if voucher is not None:
-                _force_setattr(accepted, "voucher_id", voucher_id)
-                if voucher_cap:
-                    _force_setattr(accepted, "voucher_reserved", voucher_cap)
             out.append(accepted)
         if status is _OPEN:
             need = qty if tif is _FOK else min_qty
@@ -695,27 +700,24 @@ class ExchangeCore:
         inst.volume += qty
         inst.turnover += value
         inst.trades += 1
-        trade = _replace(
-            _TRADE,
-            ts=self.now,
-            trade_id=trade_id,
-            instrument_id=instrument_id,
-            price=price,
-            qty=qty,
-            aggressor=aggressor,
-            buy_order_id=buy.order_id,
-            sell_order_id=sell.order_id,
-            buyer=buy.account,
-            seller=sell.account,
-            buy_leaves=buy.leaves,
-            sell_leaves=sell.leaves,
-            cash=cash,
+        trade = Trade(
+            self.now,
+            trade_id,
+            instrument_id,
+            price,
+            qty,
+            aggressor,
+            buy.order_id,
+            sell.order_id,
+            buy.account,
+            sell.account,
+            buy.leaves,
+            sell.leaves,
+            cash,
+            voucher_part,
+            voucher_id,
+            claim_id,
         )
-        if voucher_id:
-            _force_setattr(trade, "voucher_id", voucher_id)
-            if voucher_part:
-                _force_setattr(trade, "voucher", voucher_part)
-                _force_setattr(trade, "claim_id", claim_id)
         self.contracts[trade_id] = trade
         out.append(trade)
 
@@ -770,16 +772,16 @@ class ExchangeCore:
         if not self.quiet:
             out.append(
                 OrderCancelled(
-                    ts=self.now,
-                    order_id=order.order_id,
-                    account=order.account,
-                    client_order_id=order.client_order_id,
-                    instrument_id=order.instrument_id,
-                    side=order.side,
-                    price=order.price,
-                    leaves=order.leaves,
-                    reason=reason,
-                    rested=rested,
+                    self.now,
+                    order.order_id,
+                    order.account,
+                    order.client_order_id,
+                    order.instrument_id,
+                    order.side,
+                    order.price,
+                    order.leaves,
+                    reason,
+                    rested,
                 )
             )
         order.leaves = 0

@@ -24,7 +24,10 @@ from exchange.reference import (
 # gc=False: events hold only numbers, strings, enums and frozen specs and cannot
 # change, so they can never be part of a reference cycle; leaving them out of the
 # garbage collector's generations saves it walking every contract kept.
-class _Event(msgspec.Struct, frozen=True, kw_only=True, tag=True, gc=False):
+# ``ts`` and the fields of the three per-order events (OrderAccepted, Trade,
+# OrderCancelled) may also be passed by position: the core builds those by
+# position, the cheapest way to build a Struct. Everywhere else, keywords.
+class _Event(msgspec.Struct, frozen=True, tag=True, gc=False):
     ts: int
 
 
@@ -38,7 +41,7 @@ class Rejected(_Event, frozen=True, kw_only=True):
     order_id: int = 0
 
 
-class OrderAccepted(_Event, frozen=True, kw_only=True):
+class OrderAccepted(_Event, frozen=True):
     """An order passed every check and holds its reservation (execution report NEW).
 
     For a market order ``price`` is the protection price it was entered at: the
@@ -62,7 +65,7 @@ class OrderAccepted(_Event, frozen=True, kw_only=True):
     voucher_reserved: int
 
 
-class Trade(_Event, frozen=True, kw_only=True):
+class Trade(_Event, frozen=True):
     """One fill between a buy order and a sell order: a compute contract.
 
     ``trade_id`` is also the contract's id. ``aggressor`` is None for fills of a
@@ -88,7 +91,7 @@ class Trade(_Event, frozen=True, kw_only=True):
     claim_id: int
 
 
-class OrderCancelled(_Event, frozen=True, kw_only=True):
+class OrderCancelled(_Event, frozen=True):
     """An order stopped working; ``leaves`` GPU-hours left it unfilled."""
 
     order_id: int
