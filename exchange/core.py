@@ -109,10 +109,22 @@ class _Refused(Exception):
 
 
 def _valid_id(value: str) -> bool:
-    return 0 < len(value) <= MAX_ID_LEN and value.isprintable() and value.strip() == value
+    """1 to MAX_ID_LEN printable characters, with no space at either end.
+
+    (The only whitespace that is printable is the space, so this is
+    ``value.strip() == value`` without building a stripped copy.)
+    """
+    return (
+        0 < len(value) <= MAX_ID_LEN
+        and _isprintable(value)
+        and not value.startswith(" ")
+        and not value.endswith(" ")
+    )
 
 
-_astuple = msgspec.structs.astuple
+# Final: compiled, each of these is a C static rather than a module-dict lookup.
+_astuple: Final = msgspec.structs.astuple
+_isprintable: Final = str.isprintable  # called unbound: no method lookup
 # _new_order and _cancel_order unpack their commands by position: the fields
 # must stay in this order.
 _NEW_ORDER_FIELDS: Final = (
@@ -372,6 +384,10 @@ class ExchangeCore:
         inst = self.instruments.get(instrument_id)
         if inst is None:
             raise _Refused(Reason.UNKNOWN_INSTRUMENT)
+        # From here on the core's own copies of the two ids: the keys of its
+        # dicts, which a lookup then finds by identity before comparing text.
+        actor = account.account_id
+        instrument_id = inst.instrument_id
         lot = inst.lot
         # 1. Validation
         if qty <= 0 or qty > inst.max_qty:
@@ -402,8 +418,8 @@ class ExchangeCore:
             raise _Refused(Reason.INVALID_MIN_QTY)
         if voucher_id and side is _SELL:
             raise _Refused(Reason.INVALID_FLAGS)
-        if not (0 < len(coid) <= MAX_ID_LEN and coid.isprintable() and coid.strip() == coid):
-            raise _Refused(Reason.INVALID_ID)  # _valid_id(coid), inlined
+        if not _valid_id(coid):
+            raise _Refused(Reason.INVALID_ID)
         # 2. Reference and permission
         buying = side is _BUY
         if account.role is not (_STARTUP if buying else _PROVIDER):
@@ -546,12 +562,22 @@ class ExchangeCore:
             raise _Refused(Reason.NOT_YOUR_VOUCHER)
         if self.now >= voucher.expires_at:
             raise _Refused(Reason.VOUCHER_EXPIRED)
-        programme = self.programmes[voucher.programme_id]
-        spec = inst.spec
-        rate = programme.rate(spec.tier, spec.domestic)
-        if not rate or not programme.covers_hub(spec.hub):
+        programme_id = voucher.programme_id
+        rate = inst.voucher_rates.get(programme_id, -1)
+        if rate < 0:
+            rate = self._rate_on(self.programmes[programme_id], inst)
+            inst.voucher_rates[programme_id] = rate
+        if not rate:
             raise _Refused(Reason.VOUCHER_INELIGIBLE)
         return voucher, rate
+
+    @staticmethod
+    def _rate_on(programme: Programme, inst: Instrument) -> int:
+        """The programme's rate on the instrument; 0 where it does not pay."""
+        spec = inst.spec
+        if not programme.covers_hub(spec.hub):
+            return 0
+        return programme.rate(spec.tier, spec.domestic)
 
     def _protection_price(self, book: OrderBook, side: Side, qty: int) -> int:
         """The worst opposite price a market order of ``qty`` reaches; 0 if none."""
@@ -599,7 +625,6 @@ class ExchangeCore:
         account = order.account
         related = self.accounts[account].related
         orders = self.orders
-        fill = self._fill
         limit = order.price
         while order.leaves:
             best = book.best_ask if buying else book.best_bid
@@ -625,9 +650,9 @@ class ExchangeCore:
                     continue
                 qty = resting.leaves if resting.leaves < order.leaves else order.leaves
                 if buying:
-                    fill(inst, order, resting, best, qty, _BUY, out)
+                    self._fill(inst, order, resting, best, qty, _BUY, out)
                 else:
-                    fill(inst, resting, order, best, qty, _SELL, out)
+                    self._fill(inst, resting, order, best, qty, _SELL, out)
                 level.total -= qty
                 if not resting.leaves:
                     resting.live = False
@@ -1134,10 +1159,11 @@ class ExchangeCore:
             raise _Refused(Reason.PROVIDER_MISMATCH)
         if inst.status is InstrumentStatus.CLOSED:
             raise _Refused(Reason.MARKET_NOT_OPEN)
-        free = provider.capacity.get(c.instrument_id, 0) + c.gpu_hours
-        provider.capacity[c.instrument_id] = free
-        provider.capacity_reserved.setdefault(c.instrument_id, 0)
-        provider.capacity_sold.setdefault(c.instrument_id, 0)
+        instrument_id = inst.instrument_id  # the core's own copy (see _new_order)
+        free = provider.capacity.get(instrument_id, 0) + c.gpu_hours
+        provider.capacity[instrument_id] = free
+        provider.capacity_reserved.setdefault(instrument_id, 0)
+        provider.capacity_sold.setdefault(instrument_id, 0)
         out.append(
             CapacityRegistered(
                 ts=self.now,

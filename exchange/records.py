@@ -62,6 +62,9 @@ class Instrument(Record):
     max_price: int
     max_qty: int
     delivery_start: int
+    # Programme id -> its voucher rate here (0: it does not pay here), filled in
+    # as orders name vouchers. A programme's rates and hubs never change.
+    voucher_rates: dict[str, int]
 
     def __init__(
         self,
@@ -85,6 +88,7 @@ class Instrument(Record):
         self.max_price = spec.max_price
         self.max_qty = spec.max_qty
         self.delivery_start = spec.delivery_start
+        self.voucher_rates = {}
 
     def state(self) -> InstrumentState:
         return record_of(self, InstrumentState)

@@ -8,10 +8,11 @@ are integer basis points (1/10000). No float ever touches money.
 from __future__ import annotations
 
 import enum
+from typing import Final
 
 import msgspec
 
-MAX_ID_LEN = 64
+MAX_ID_LEN: Final = 64
 
 
 class Side(enum.StrEnum):

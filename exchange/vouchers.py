@@ -19,12 +19,13 @@ remaining quantity.
 from __future__ import annotations
 
 import datetime
+from typing import Final
 
 import msgspec
 
 from exchange.reference import EligibilityBasis, Tier
 
-BP = 10_000  # basis points in one
+BP: Final = 10_000  # basis points in one
 
 
 class Programme(msgspec.Struct, kw_only=True):
