@@ -62,7 +62,7 @@ from exchange.events import (
     VoucherIssued,
 )
 from exchange.reasons import CancelReason, Reason
-from exchange.records import Account, Instrument
+from exchange.records import Account, Instrument, Position
 from exchange.reference import (
     MAX_ID_LEN,
     TRANSITIONS,
@@ -456,6 +456,7 @@ class ExchangeCore:
         rate = 0
         voucher_cap = 0
         voucher = None
+        position: Position | None = None  # a sell's
         if buying:
             notional = price * qty
             if voucher_id:
@@ -469,8 +470,8 @@ class ExchangeCore:
                 raise _Refused(Reason.INSUFFICIENT_FUNDS)
         else:
             cash_needed = 0
-            free = account.capacity.get(instrument_id, 0)
-            if free < qty:
+            position = account.positions.get(instrument_id)
+            if position is None or position.free < qty:
                 raise _Refused(Reason.INSUFFICIENT_CAPACITY)
         # Accepted: from here on the state changes.
         order_id = self.next_order_id
@@ -507,9 +508,9 @@ class ExchangeCore:
                 voucher.balance -= voucher_cap
                 voucher.reserved += voucher_cap
         else:
-            account.capacity[instrument_id] -= qty
-            reserved = account.capacity_reserved
-            reserved[instrument_id] = reserved.get(instrument_id, 0) + qty
+            assert position is not None  # checked above
+            position.free -= qty
+            position.reserved += qty
         account.client_order_ids[coid] = order_id
         if not self.quiet:
             accepted = OrderAccepted(
@@ -716,11 +717,10 @@ class ExchangeCore:
         buy.cash_reserved -= cash
         buyer.cash_reserved -= cash
         seller.cash += cash
-        seller.capacity_reserved[instrument_id] -= qty
-        sold = seller.capacity_sold
-        sold[instrument_id] = sold.get(instrument_id, 0) + qty
-        holdings = buyer.holdings
-        holdings[instrument_id] = holdings.get(instrument_id, 0) + qty
+        sold = seller.positions[instrument_id]
+        sold.reserved -= qty
+        sold.sold += qty
+        buyer.position(instrument_id).held += qty
         inst.last_price = price
         inst.volume += qty
         inst.turnover += value
@@ -761,8 +761,9 @@ class ExchangeCore:
                 order.voucher_reserved = 0
         elif order.leaves:
             instrument_id = order.instrument_id
-            account.capacity_reserved[instrument_id] -= order.leaves
-            account.capacity[instrument_id] += order.leaves
+            position = account.positions[instrument_id]
+            position.reserved -= order.leaves
+            position.free += order.leaves
 
     def _rest_or_finish(self, book: OrderBook, order: Order, out: list[Event]) -> None:
         """After matching: rest what is left, or end the order."""
@@ -908,10 +909,11 @@ class ExchangeCore:
             order.seg_value = order.seg_voucher = 0
         else:
             extra = leaves - order.leaves
-            if extra > account.capacity.get(order.instrument_id, 0):
+            position = account.positions[order.instrument_id]  # it rests: it is there
+            if extra > position.free:
                 raise _Refused(Reason.INSUFFICIENT_CAPACITY)
-            account.capacity[order.instrument_id] -= extra
-            account.capacity_reserved[order.instrument_id] += extra
+            position.free -= extra
+            position.reserved += extra
         if requeue:
             book.remove(order)
             del self.orders[order.order_id]
@@ -1160,10 +1162,10 @@ class ExchangeCore:
         if inst.status is InstrumentStatus.CLOSED:
             raise _Refused(Reason.MARKET_NOT_OPEN)
         instrument_id = inst.instrument_id  # the core's own copy (see _new_order)
-        free = provider.capacity.get(instrument_id, 0) + c.gpu_hours
-        provider.capacity[instrument_id] = free
-        provider.capacity_reserved.setdefault(instrument_id, 0)
-        provider.capacity_sold.setdefault(instrument_id, 0)
+        position = provider.position(instrument_id)
+        position.registered = True
+        position.free += c.gpu_hours
+        free = position.free
         out.append(
             CapacityRegistered(
                 ts=self.now,

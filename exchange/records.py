@@ -98,12 +98,35 @@ class Instrument(Record):
         return Instrument(**msgspec.structs.asdict(state))
 
 
+class Position:
+    """One account's GPU-hours on one instrument.
+
+    A provider's registered capacity is ``free``, ``reserved`` by open sell
+    orders, or ``sold``; a start-up's bought GPU-hours are ``held``.
+    """
+
+    registered: bool  # a provider registered capacity here
+    free: int
+    reserved: int
+    sold: int
+    held: int
+
+    def __init__(self) -> None:
+        self.registered = False
+        self.free = 0
+        self.reserved = 0
+        self.sold = 0
+        self.held = 0
+
+
 class Account(Record):
     """A participant's standing: role, attested facts, money and capacity.
 
     Cash is split into ``cash`` (free) and ``cash_reserved`` (held by open buy
-    orders). A provider's capacity per instrument is split into free, reserved
-    by open sell orders, and sold. A start-up's bought GPU-hours are in
+    orders). GPU-hours are kept per instrument in ``positions``; the record
+    form (``AccountState``) has them as four maps, read here through the
+    properties of the same names: a provider's capacity, free, reserved by open
+    sell orders, and sold, on each instrument it registered; a start-up's
     ``holdings``. Claims on issuers receivable are tracked on the claims
     themselves.
     """
@@ -116,10 +139,7 @@ class Account(Record):
     projects: list[str]  # government projects
     cash: int
     cash_reserved: int
-    capacity: dict[str, int]
-    capacity_reserved: dict[str, int]
-    capacity_sold: dict[str, int]
-    holdings: dict[str, int]
+    positions: dict[str, Position]  # instrument id -> position, in order of opening
     related: set[str]
     client_order_ids: dict[str, int]
 
@@ -149,12 +169,45 @@ class Account(Record):
         self.projects = [] if projects is None else projects
         self.cash = cash
         self.cash_reserved = cash_reserved
-        self.capacity = {} if capacity is None else capacity
-        self.capacity_reserved = {} if capacity_reserved is None else capacity_reserved
-        self.capacity_sold = {} if capacity_sold is None else capacity_sold
-        self.holdings = {} if holdings is None else holdings
+        self.positions = {}
+        for instrument_id, qty in (capacity or {}).items():
+            position = self.position(instrument_id)
+            position.registered = True
+            position.free = qty
+        for instrument_id, qty in (capacity_reserved or {}).items():
+            self.position(instrument_id).reserved = qty
+        for instrument_id, qty in (capacity_sold or {}).items():
+            self.position(instrument_id).sold = qty
+        for instrument_id, qty in (holdings or {}).items():
+            self.position(instrument_id).held = qty
         self.related = set() if related is None else related
         self.client_order_ids = {} if client_order_ids is None else client_order_ids
+
+    def position(self, instrument_id: str) -> Position:
+        """The position on an instrument, opened empty if there is none."""
+        position = self.positions.get(instrument_id)
+        if position is None:
+            position = self.positions[instrument_id] = Position()
+        return position
+
+    # The record form's maps. Registering capacity puts an instrument in all
+    # three capacity maps, and a first fill puts it in the holdings, which only
+    # grow; a position says which it has had.
+    @property
+    def capacity(self) -> dict[str, int]:
+        return {i: p.free for i, p in self.positions.items() if p.registered}
+
+    @property
+    def capacity_reserved(self) -> dict[str, int]:
+        return {i: p.reserved for i, p in self.positions.items() if p.registered}
+
+    @property
+    def capacity_sold(self) -> dict[str, int]:
+        return {i: p.sold for i, p in self.positions.items() if p.registered}
+
+    @property
+    def holdings(self) -> dict[str, int]:
+        return {i: p.held for i, p in self.positions.items() if p.held}
 
     def state(self) -> AccountState:
         return record_of(self, AccountState)
