@@ -54,7 +54,7 @@ from typing import Final
 
 import msgspec
 
-from exchange.records import Record, record_of
+from exchange.records import Account, Record, record_of
 from exchange.reference import SelfTradePrevention, Side, TimeInForce
 
 _BUY: Final = Side.BUY  # reading an enum member through its class costs a lookup each time
@@ -99,8 +99,11 @@ class Order(Record):
 
     A plain class, not a msgspec Struct: compiled (see ``exchange._native``),
     its fields are C struct members, read and written with no lookup.
-    ``OrderState`` is its record form.
+    ``OrderState`` is its record form. ``owner`` is the account that entered
+    it: a reference the record form keeps as the account's id.
     """
+
+    owner: Account
 
     order_id: int
     account: str
@@ -128,6 +131,7 @@ class Order(Record):
 
     def __init__(
         self,
+        owner: Account,
         *,
         order_id: int,
         account: str,
@@ -153,6 +157,7 @@ class Order(Record):
         entered_at: int = 0,
         live: bool = True,
     ) -> None:
+        self.owner = owner
         self.order_id = order_id
         self.account = account
         self.client_order_id = client_order_id
@@ -181,8 +186,8 @@ class Order(Record):
         return record_of(self, OrderState)
 
     @staticmethod
-    def from_state(state: OrderState) -> Order:
-        return Order(**msgspec.structs.asdict(state))
+    def from_state(state: OrderState, owner: Account) -> Order:
+        return Order(owner, **msgspec.structs.asdict(state))
 
 
 class Level:

@@ -482,6 +482,7 @@ class ExchangeCore:
         now = self.now
         # At most 15 keywords (more cost CPython a dict): the voucher fields are set below.
         order = Order(
+            account,
             order_id=order_id,
             account=actor,
             client_order_id=coid,
@@ -602,7 +603,7 @@ class ExchangeCore:
         buying = order.side is _BUY
         opposite = _SELL if buying else _BUY
         levels = book.asks if buying else book.bids
-        related = self.accounts[order.account].related
+        related = order.owner.related
         limit = order.price
         got = 0
         for price in book.level_prices(opposite):
@@ -624,7 +625,7 @@ class ExchangeCore:
         levels = book.asks if buying else book.bids
         opposite = _SELL if buying else _BUY
         account = order.account
-        related = self.accounts[account].related
+        related = order.owner.related
         orders = self.orders
         limit = order.price
         while order.leaves:
@@ -679,9 +680,8 @@ class ExchangeCore:
         value = price * qty
         buy.leaves -= qty
         sell.leaves -= qty
-        accounts = self.accounts
-        buyer = accounts[buy.account]
-        seller = accounts[sell.account]
+        buyer = buy.owner
+        seller = sell.owner
         instrument_id = sell.instrument_id
         trade_id = self.next_trade_id
         self.next_trade_id = trade_id + 1
@@ -748,7 +748,7 @@ class ExchangeCore:
 
     def _release(self, order: Order) -> None:
         """Free what an order still holds once it has stopped working."""
-        account = self.accounts[order.account]
+        account = order.owner
         if order.side is _BUY:
             if order.cash_reserved:
                 account.cash_reserved -= order.cash_reserved
@@ -887,7 +887,7 @@ class ExchangeCore:
             best = book.best_ask if buying else book.best_bid
             if best and ((price >= best) if buying else (price <= best)):
                 raise _Refused(Reason.POST_ONLY_WOULD_CROSS)
-        account = self.accounts[order.account]
+        account = order.owner
         if buying:
             notional = price * leaves
             cap = 0
@@ -921,7 +921,8 @@ class ExchangeCore:
             order = Order.from_state(
                 msgspec.structs.replace(
                     order.state(), price=price, qty=qty, leaves=leaves, live=True
-                )
+                ),
+                order.owner,
             )
         else:
             book.level(order.side, price).total -= order.leaves - leaves
@@ -1027,7 +1028,7 @@ class ExchangeCore:
             later: Order | None = None
             while buy is not None and sell is not None and buy.price >= sell.price:
                 if buy.account == sell.account or self._conflict(
-                    buy, sell, self.accounts[buy.account].related
+                    buy, sell, buy.owner.related
                 ):
                     later = buy if buy.priority > sell.priority else sell
                     break
@@ -1059,7 +1060,7 @@ class ExchangeCore:
             ask_level = book.asks[book.best_ask]
             buy = bid_level.front()
             sell = ask_level.front()
-            related = self.accounts[buy.account].related
+            related = buy.owner.related
             if buy.account == sell.account or self._conflict(buy, sell, related):
                 # The later arrival gives way.
                 later = buy if buy.priority > sell.priority else sell

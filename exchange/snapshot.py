@@ -254,14 +254,17 @@ def _book(state: _Book, orders: dict[int, Order], placed: set[int]) -> OrderBook
 
 def _core(state: _StateV1) -> ExchangeCore:
     core = ExchangeCore()
-    orders = {o.order_id: Order.from_state(o) for o in state.orders}
+    core.accounts = {a.account_id: Account.from_state(a) for a in state.accounts}
+    strays = [o.order_id for o in state.orders if o.account not in core.accounts]
+    if strays:
+        raise ValueError(f"orders of unknown accounts: {strays[:10]}")
+    orders = {o.order_id: Order.from_state(o, core.accounts[o.account]) for o in state.orders}
     placed: set[int] = set()
     core.now = state.now
     core.instruments = {i.spec.instrument_id: Instrument.from_state(i) for i in state.instruments}
     core.books = {b.instrument_id: _book(b, orders, placed) for b in state.books}
     if placed != orders.keys():
         raise ValueError(f"orders not on any book: {sorted(orders.keys() - placed)[:10]}")
-    core.accounts = {a.account_id: Account.from_state(a) for a in state.accounts}
     core.orders = orders
     core.programmes = {p.programme_id: p for p in state.programmes}
     core.vouchers = {v.voucher_id: v for v in state.vouchers}

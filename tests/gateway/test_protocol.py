@@ -11,7 +11,8 @@ import msgspec
 from exchange.book import Order, OrderBook
 from exchange.core import ExchangeCore
 from exchange.reasons import CancelReason, Reason
-from exchange.reference import Side, TimeInForce
+from exchange.records import Account
+from exchange.reference import Role, Side, TimeInForce
 from gateway import protocol as p
 from gateway.auth import PERMISSIONS, KeyStore
 from gateway.marketdata import MarketData, book_checksum
@@ -74,6 +75,7 @@ def test_checksum_format() -> None:
 
 def _order(side: Side, price: int, leaves: int) -> Order:
     return Order(
+        Account(account_id="a", role=Role.STARTUP),
         order_id=0,
         account="a",
         client_order_id="c",
