@@ -476,6 +476,10 @@ class ExchangeCore:
         # Accepted: from here on the state changes.
         order_id = self.next_order_id
         self.next_order_id = order_id + 1
+        # Compiled, an int is a machine word until it goes into a dict, tuple or
+        # event, and each of those boxes it anew: box the id once, and hand the
+        # event the command's own objects where the values are the command's.
+        boxed_id: Any = order_id
         if expires and expire_at >= inst.delivery_start:
             expire_at = NEVER  # closes with its instrument
             expires = False
@@ -512,23 +516,23 @@ class ExchangeCore:
             assert position is not None  # checked above
             position.free -= qty
             position.reserved += qty
-        account.client_order_ids[coid] = order_id
+        account.client_order_ids[coid] = boxed_id
         if not self.quiet:
             accepted = OrderAccepted(
                 now,
-                order_id,
+                boxed_id,
                 actor,
                 coid,
                 instrument_id,
                 side,
                 order_type,
                 tif,
-                price,
-                qty,
+                price if market else fields[6],  # a market order's is the protection price
+                fields[5],  # qty
                 expire_at,
                 post_only,
-                min_qty,
-                voucher_id,  # 0 unless a voucher was named, and then found
+                fields[11],  # min_qty
+                fields[13],  # voucher_id: 0 unless a voucher was named, and then found
                 cash_needed,
                 voucher_cap,
             )
@@ -549,9 +553,9 @@ class ExchangeCore:
             order.priority = priority
             self.next_priority = priority + 1
             book.add(order)
-            self.orders[order_id] = order
+            self.orders[boxed_id] = order
             if expires:
-                heapq.heappush(self.expiries, (expire_at, order_id))
+                heapq.heappush(self.expiries, (expire_at, boxed_id))
         else:
             self._rest_or_finish(book, order, out)
 
@@ -685,6 +689,7 @@ class ExchangeCore:
         instrument_id = sell.instrument_id
         trade_id = self.next_trade_id
         self.next_trade_id = trade_id + 1
+        boxed_id: Any = trade_id  # boxed once for the event and the key (see _new_order)
         voucher_part = 0
         claim_id = 0
         voucher_id = buy.voucher_id
@@ -727,7 +732,7 @@ class ExchangeCore:
         inst.trades += 1
         trade = Trade(
             self.now,
-            trade_id,
+            boxed_id,
             instrument_id,
             price,
             qty,
@@ -743,7 +748,7 @@ class ExchangeCore:
             voucher_id,
             claim_id,
         )
-        self.contracts[trade_id] = trade
+        self.contracts[boxed_id] = trade
         out.append(trade)
 
     def _release(self, order: Order) -> None:
