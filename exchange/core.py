@@ -117,8 +117,8 @@ def _valid_id(value: str) -> bool:
     return (
         0 < len(value) <= MAX_ID_LEN
         and _isprintable(value)
-        and not value.startswith(" ")
-        and not value.endswith(" ")
+        and value[0] != " "
+        and value[-1] != " "
     )
 
 
@@ -834,7 +834,8 @@ class ExchangeCore:
         order_id: int
         coid: str
         actor, _, order_id, coid = fields  # a CancelOrder's fields (see apply)
-        order = self.orders.get(order_id) if order_id else None
+        # Looked up with the command's own int object (see _new_order on boxing).
+        order = self.orders.get(fields[2]) if order_id else None
         if order is None:
             order = self._find_order(actor, order_id, coid)
         if order.account == actor:
