@@ -1033,9 +1033,7 @@ class ExchangeCore:
             sell_left = sell.leaves if sell else 0
             later: Order | None = None
             while buy is not None and sell is not None and buy.price >= sell.price:
-                if buy.account == sell.account or self._conflict(
-                    buy, sell, buy.owner.related
-                ):
+                if buy.account == sell.account or self._conflict(buy, sell, buy.owner.related):
                     later = buy if buy.priority > sell.priority else sell
                     break
                 qty = buy_left if buy_left < sell_left else sell_left
