@@ -667,7 +667,9 @@ class ExchangeCore:
                     del orders[resting.order_id]
                     if not buying:  # a filled resting buy may still hold rounding change
                         self._release(resting)
-            if not level.count and levels.get(best) is level:  # a cancel may have dropped it
+            # Drop the emptied level, unless a self-trade cancel already has
+            # (and so moved the best price on).
+            if not level.count and (book.best_ask if buying else book.best_bid) == best:
                 book.drop_level(opposite, best)
 
     def _fill(
