@@ -99,6 +99,7 @@ _HALTED: Final = InstrumentStatus.HALTED
 _IOC_REMAINDER: Final = CancelReason.IOC_REMAINDER
 _REQUESTED: Final = CancelReason.REQUESTED
 _SELF_TRADE: Final = CancelReason.SELF_TRADE
+_UNKNOWN_ORDER: Final = Reason.UNKNOWN_ORDER
 
 
 class _Refused(Exception):
@@ -210,9 +211,9 @@ class ExchangeCore:
     """All books, accounts, vouchers and contracts of one exchange."""
 
     def __init__(self) -> None:
-        # Recovery replays with ``quiet`` set: the order-accepted and cancelled
-        # events, which nobody reads then, are not built. Nothing else differs,
-        # and the state comes out the same.
+        # Recovery replays with ``quiet`` set: the order-accepted, cancelled and
+        # rejected events, which nobody reads then, are not built. Nothing else
+        # differs, and the state comes out the same.
         self.quiet = False
         self.now = 0
         self.instruments: dict[str, Instrument] = {}
@@ -274,21 +275,26 @@ class ExchangeCore:
             if kind is _NEW_ORDER:
                 self._new_order(fields, out)
             elif kind is _CANCEL_ORDER:
-                self._cancel_order(fields, out)
+                self._cancel_order(command, fields, out)
             else:
                 self._handlers[kind](command, out)
         except _Refused as refusal:
+            self._rejected(command, refusal.reason, out)
+        return out
+
+    def _rejected(self, command: cmd.Command, reason: Reason, out: list[Event]) -> None:
+        """Say that ``command`` was refused (unless replaying quiet: nobody reads it)."""
+        if not self.quiet:
             out.append(
                 Rejected(
                     ts=self.now,
                     actor=command.actor,
-                    command=kind.__name__,
-                    reason=refusal.reason,
+                    command=type(command).__name__,
+                    reason=reason,
                     client_order_id=getattr(command, "client_order_id", ""),
                     order_id=getattr(command, "order_id", 0),
                 )
             )
-        return out
 
     # --- time ----------------------------------------------------------------
 
@@ -819,19 +825,22 @@ class ExchangeCore:
             )
         order.leaves = 0
 
-    def _find_order(self, actor: str, order_id: int, client_order_id: str) -> Order:
-        """The open order a cancel or amend names, by id or by the actor's client id."""
-        if order_id:
-            order = self.orders.get(order_id)
-        else:
-            account = self.accounts.get(actor)
-            known = account.client_order_ids.get(client_order_id) if account else None
-            order = self.orders.get(known) if known else None
-        if order is None:
-            raise _Refused(Reason.UNKNOWN_ORDER)
-        return order
+    def _find_order(self, actor: str, order_id: int, client_order_id: str) -> Order | None:
+        """The open order a cancel or amend names, by id or by the actor's client id.
 
-    def _cancel_order(self, fields: tuple[Any, ...], out: list[Event]) -> None:
+        None if there is none: the caller refuses the command without raising,
+        since cancels of orders that have just filled are common, and a raise
+        costs compiled code a traceback entry per frame.
+        """
+        if order_id:
+            return self.orders.get(order_id)
+        account = self.accounts.get(actor)
+        known = account.client_order_ids.get(client_order_id) if account else None
+        return self.orders.get(known) if known else None
+
+    def _cancel_order(
+        self, command: cmd.Command, fields: tuple[Any, ...], out: list[Event]
+    ) -> None:
         actor: str
         order_id: int
         coid: str
@@ -840,6 +849,9 @@ class ExchangeCore:
         order = self.orders.get(fields[2]) if order_id else None
         if order is None:
             order = self._find_order(actor, order_id, coid)
+            if order is None:
+                self._rejected(command, _UNKNOWN_ORDER, out)
+                return
         if order.account == actor:
             reason = _REQUESTED
         elif self._is_operator(actor):
@@ -870,6 +882,9 @@ class ExchangeCore:
 
     def _amend_order(self, c: cmd.AmendOrder, out: list[Event]) -> None:
         order = self._find_order(c.actor, c.order_id, c.client_order_id)
+        if order is None:
+            self._rejected(c, _UNKNOWN_ORDER, out)
+            return
         if order.account != c.actor:
             raise _Refused(Reason.NOT_YOUR_ORDER)
         inst = self.instruments[order.instrument_id]

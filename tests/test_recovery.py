@@ -18,7 +18,7 @@ from exchange import audit, snapshot
 from exchange import journal as jm
 from exchange.commands import Command
 from exchange.core import ExchangeCore
-from exchange.events import Event, OrderAccepted, OrderCancelled, Trade
+from exchange.events import Event, OrderAccepted, OrderCancelled, Rejected, Trade
 from exchange.service import ExchangeService, ServiceStopped
 from exchange.snapshot import list_snapshots
 from exchange.store import Store, StoreError, open_store
@@ -165,11 +165,12 @@ def test_a_quiet_replay_builds_the_same_state(seed: int) -> None:
         quiet_events += quiet.apply(command)
     assert state_digest(quiet) == state_digest(loud)
     assert snapshot.digest(quiet) == snapshot.digest(loud)
-    # Only the acknowledgements are left out; trades (the contracts) remain.
-    left_out = (OrderAccepted, OrderCancelled)
+    # Only the acknowledgements and refusals are left out; trades (the contracts) remain.
+    left_out = (OrderAccepted, OrderCancelled, Rejected)
     assert [e for e in quiet_events if isinstance(e, left_out)] == []
     assert [e for e in loud_events if not isinstance(e, left_out)] == quiet_events
     assert any(isinstance(e, OrderAccepted) for e in loud_events)
+    assert any(isinstance(e, Rejected) for e in loud_events)
     assert any(isinstance(e, Trade) for e in quiet_events)
 
 
