@@ -185,6 +185,37 @@ class Order(Record):
     def state(self) -> OrderState:
         return record_of(self, OrderState)
 
+    def requeued(self, price: int, qty: int, leaves: int) -> Order:
+        """A fresh live record of this order with a new price and size: an
+        amend that loses priority re-enters it, and the old record stays dead
+        in its queue. (Its priority is for the caller to set.)"""
+        return Order(
+            self.owner,
+            order_id=self.order_id,
+            account=self.account,
+            client_order_id=self.client_order_id,
+            instrument_id=self.instrument_id,
+            side=self.side,
+            price=price,
+            qty=qty,
+            leaves=leaves,
+            tif=self.tif,
+            expire_at=self.expire_at,
+            post_only=self.post_only,
+            min_qty=self.min_qty,
+            stp=self.stp,
+            voucher_id=self.voucher_id,
+            rate_bp=self.rate_bp,
+            cash_reserved=self.cash_reserved,
+            voucher_reserved=self.voucher_reserved,
+            voucher_cap=self.voucher_cap,
+            seg_value=self.seg_value,
+            seg_voucher=self.seg_voucher,
+            priority=self.priority,
+            entered_at=self.entered_at,
+            live=True,
+        )
+
     @staticmethod
     def from_state(state: OrderState, owner: Account) -> Order:
         return Order(owner, **msgspec.structs.asdict(state))

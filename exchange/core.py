@@ -861,22 +861,24 @@ class ExchangeCore:
         self._cancel(order, reason, out)
 
     def _cancel_all(self, c: cmd.CancelAll, out: list[Event]) -> None:
-        if c.instrument_id:
-            self._instrument(c.instrument_id)
-        if c.instrument_id and self._is_operator(c.actor):
+        actor = c.actor
+        instrument_id = c.instrument_id
+        if instrument_id:
+            self._instrument(instrument_id)
+        if instrument_id and self._is_operator(actor):
             # An operator's cancel-all on an instrument clears everyone's orders there.
-            targets = [o for o in self.orders.values() if o.instrument_id == c.instrument_id]
+            targets = [o for o in self.orders.values() if o.instrument_id == instrument_id]
             reason = CancelReason.OPERATOR
-        elif c.actor in self.accounts:
+        else:
+            account = self.accounts.get(actor)
+            if account is None:
+                raise _Refused(Reason.NOT_PERMITTED)
             targets = [
                 o
                 for o in self.orders.values()
-                if o.account == c.actor
-                and (not c.instrument_id or o.instrument_id == c.instrument_id)
+                if o.owner is account and (not instrument_id or o.instrument_id == instrument_id)
             ]
             reason = CancelReason.MASS_CANCEL
-        else:
-            raise _Refused(Reason.NOT_PERMITTED)
         for order in sorted(targets, key=lambda o: o.order_id):
             self._cancel(order, reason, out)
 
@@ -941,12 +943,7 @@ class ExchangeCore:
             book.remove(order)
             del self.orders[order.order_id]
             # A new arrival: a fresh record, so the stale queue entry stays dead.
-            order = Order.from_state(
-                msgspec.structs.replace(
-                    order.state(), price=price, qty=qty, leaves=leaves, live=True
-                ),
-                order.owner,
-            )
+            order = order.requeued(price, qty, leaves)
         else:
             book.level(order.side, price).total -= order.leaves - leaves
             order.qty = qty

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from exchange import commands as c
+from exchange.book import Order, OrderState
 from exchange.events import OrderAmended, OrderCancelled, Trade
 from exchange.reasons import Reason
-from exchange.reference import InstrumentStatus, Side, TimeInForce
+from exchange.records import Account
+from exchange.reference import InstrumentStatus, Role, SelfTradePrevention, Side, TimeInForce
 from tests.market import H100, HOUR, Market
 from tests.test_orders import START_CASH, capacity, cash, depth, of, one, rejected
 
@@ -229,3 +233,38 @@ def test_amended_gtd_order_still_expires() -> None:
     cancelled = one(events, OrderCancelled)
     assert (cancelled.order_id, cancelled.price) == (1, 990)
     assert cash(m, "su2") == (START_CASH, 0)
+
+
+def test_a_requeued_record_copies_every_field_but_price_and_size() -> None:
+    """``Order.requeued`` lists the fields by hand: compare it with the record form,
+    from a record whose every field differs from its default, so one left out shows."""
+    state = OrderState(
+        order_id=5,
+        account="su1",
+        client_order_id="b1",
+        instrument_id=H100,
+        side=Side.SELL,
+        price=1000,
+        qty=16,
+        leaves=8,
+        tif=TimeInForce.GTD,
+        expire_at=123,
+        post_only=True,
+        min_qty=8,
+        stp=SelfTradePrevention.CANCEL_BOTH,
+        voucher_id=1,
+        rate_bp=3000,
+        cash_reserved=11,
+        voucher_reserved=12,
+        voucher_cap=13,
+        seg_value=14,
+        seg_voucher=15,
+        priority=16,
+        entered_at=17,
+        live=False,
+    )
+    owner = Account(account_id="su1", role=Role.STARTUP)
+    old = Order.from_state(state, owner)
+    fresh = old.requeued(1010, 24, 24)
+    assert fresh.state() == msgspec.structs.replace(state, price=1010, qty=24, leaves=24, live=True)
+    assert fresh.owner is owner and old.state() == state
