@@ -356,6 +356,7 @@ class ExchangeCore:
         # reads them all, where each attribute of a Struct costs compiled code
         # a generic lookup.
         actor: str
+        ts: int
         coid: str
         instrument_id: str
         side: Side
@@ -370,7 +371,7 @@ class ExchangeCore:
         voucher_id: int
         (
             actor,
-            _,
+            ts,
             coid,
             instrument_id,
             side,
@@ -490,6 +491,8 @@ class ExchangeCore:
             expire_at = NEVER  # closes with its instrument
             expires = False
         now = self.now
+        # The events' time, boxed: the command's own object when it is the core's time.
+        stamp: Any = fields[1] if ts == now else now
         # At most 15 keywords (more cost CPython a dict): the voucher fields are set below.
         order = Order(
             account,
@@ -525,7 +528,7 @@ class ExchangeCore:
         account.client_order_ids[coid] = boxed_id
         if not self.quiet:
             accepted = OrderAccepted(
-                now,
+                stamp,
                 boxed_id,
                 actor,
                 coid,
@@ -552,7 +555,7 @@ class ExchangeCore:
             # Match only when the order crosses (the test _match starts with).
             best = book.best_ask if buying else book.best_bid
             if best and ((best <= price) if buying else (best >= price)):
-                self._match(inst, book, order, out)
+                self._match(inst, book, order, out, stamp)
         if order.leaves and tif is not _IOC and tif is not _FOK:
             # Most orders rest: _rest_or_finish's resting case, inlined.
             priority = self.next_priority
@@ -629,8 +632,12 @@ class ExchangeCore:
                     return got
         return got
 
-    def _match(self, inst: Instrument, book: OrderBook, order: Order, out: list[Event]) -> None:
-        """Trade an incoming order against the book while prices cross."""
+    def _match(
+        self, inst: Instrument, book: OrderBook, order: Order, out: list[Event], stamp: Any
+    ) -> None:
+        """Trade an incoming order against the book while prices cross.
+
+        ``stamp`` is the core's time, boxed once for every trade's ``ts``."""
         buying = order.side is _BUY
         levels = book.asks if buying else book.bids
         opposite = _SELL if buying else _BUY
@@ -662,9 +669,9 @@ class ExchangeCore:
                     continue
                 qty = resting.leaves if resting.leaves < order.leaves else order.leaves
                 if buying:
-                    self._fill(inst, order, resting, best, qty, _BUY, out)
+                    self._fill(inst, order, resting, best, qty, _BUY, out, stamp)
                 else:
-                    self._fill(inst, resting, order, best, qty, _SELL, out)
+                    self._fill(inst, resting, order, best, qty, _SELL, out, stamp)
                 level.total -= qty
                 if not resting.leaves:
                     resting.live = False
@@ -687,8 +694,11 @@ class ExchangeCore:
         qty: int,
         aggressor: Side | None,
         out: list[Event],
+        stamp: Any,
     ) -> None:
-        """Settle one fill: the contract, the cash, the voucher claim, the capacity."""
+        """Settle one fill: the contract, the cash, the voucher claim, the capacity.
+
+        ``stamp`` is the core's time (see _match)."""
         value = price * qty
         buy.leaves -= qty
         sell.leaves -= qty
@@ -739,7 +749,7 @@ class ExchangeCore:
         inst.turnover += value
         inst.trades += 1
         trade = Trade(
-            self.now,
+            stamp,
             boxed_id,
             instrument_id,
             price,
@@ -966,7 +976,7 @@ class ExchangeCore:
         )
         if requeue:
             if inst.status is _OPEN:
-                self._match(inst, book, order, out)
+                self._match(inst, book, order, out, self.now)
             self._rest_or_finish(book, order, out)
 
     # --- instruments -----------------------------------------------------------
@@ -1086,7 +1096,7 @@ class ExchangeCore:
                 continue
             qty = buy.leaves if buy.leaves < sell.leaves else sell.leaves
             at = min(max(price, sell.price), buy.price)
-            self._fill(inst, buy, sell, at, qty, None, out)
+            self._fill(inst, buy, sell, at, qty, None, out, self.now)
             volume += qty
             bid_level.total -= qty
             ask_level.total -= qty
