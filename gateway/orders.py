@@ -98,7 +98,11 @@ class OrderRegister:
 
     def __init__(self) -> None:
         self.orders: dict[int, OrderState] = {}
-        self.by_client_id: dict[tuple[str, str], int] = {}
+        # account -> client order id -> order id. Nested rather than keyed by a
+        # (account, client order id) tuple: a dict of str to int is never tracked
+        # by the garbage collector, a dict of tuples is, and this one grows with
+        # every order.
+        self.by_client_id: dict[str, dict[str, int]] = {}
         self.open_by_account: dict[str, set[int]] = {}
 
     @classmethod
@@ -132,7 +136,10 @@ class OrderRegister:
 
     def _add(self, state: OrderState) -> None:
         self.orders[state.order_id] = state
-        self.by_client_id[(state.account, state.client_order_id)] = state.order_id
+        client_ids = self.by_client_id.get(state.account)
+        if client_ids is None:
+            client_ids = self.by_client_id[state.account] = {}
+        client_ids[state.client_order_id] = state.order_id
         self.open_by_account.setdefault(state.account, set()).add(state.order_id)
 
     def _close(self, state: OrderState) -> None:
@@ -143,7 +150,7 @@ class OrderRegister:
     def find(self, account: str, order_id: int, client_order_id: str) -> OrderState | None:
         """An order of ``account`` by id or client order id (None if not theirs)."""
         if not order_id:
-            order_id = self.by_client_id.get((account, client_order_id), 0)
+            order_id = self.by_client_id.get(account, {}).get(client_order_id, 0)
         state = self.orders.get(order_id)
         if state is None or state.account != account:
             return None
