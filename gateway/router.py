@@ -17,11 +17,11 @@ them on the sessions that may see them:
 
 Every message goes out from here, so a client never sees a fill before the
 acknowledgement of its order. The answer to a request must carry the request's
-``id``: ``submit`` hands the service an ``Origin`` (the session and the
-request) with the command, and the service gives it back to the listener with
+``id``: ``submit`` posts the command to the service with an ``Origin`` (the
+session and the request), and the service gives it back to the listener with
 the command's events. A command the service could not apply (journal failed,
-integer too large, a fault) never reaches the listener; the origin answers it
-with an ``error`` from the future's done callback.
+integer too large, a fault) never reaches the listener; the service hands it
+to ``on_failure``, which answers the request with an ``error``.
 """
 
 from __future__ import annotations
@@ -76,34 +76,6 @@ class Origin:
         self.session = session
         self.request = request
 
-    def failed(self, future: asyncio.Future[list[Event]]) -> None:
-        """The future's done callback: answer a command the exchange did not apply.
-
-        An applied command was answered by the listener already.
-        """
-        if future.cancelled():
-            return
-        exc = future.exception()
-        if exc is None:
-            return
-        request_id = self.request.id
-        if isinstance(exc, ServiceStopped):
-            error = p.Error(id=request_id, code=p.ErrorCode.UNAVAILABLE, text=str(exc))
-        elif isinstance(exc, InvalidCommand):
-            error = p.Error(id=request_id, code=p.ErrorCode.INVALID_FIELD, text=str(exc))
-        else:
-            self.session.log.error(
-                "command_failed",
-                request=_request_name(self.request),
-                exc_info=(type(exc), exc, exc.__traceback__),
-            )
-            error = p.Error(
-                id=request_id,
-                code=p.ErrorCode.INTERNAL_ERROR,
-                text="internal error; nothing was changed",
-            )
-        self.session.send_message(error)
-
 
 def _request_name(request: p.Request) -> str:
     return str(request.__struct_config__.tag)
@@ -145,6 +117,7 @@ class Router:
         self.pending_out: list[Session] = []  # sessions with output to write after the batch
         self._flush_handle: asyncio.Handle | None = None
         service.add_origin_listener(self.on_command)
+        service.add_failure_listener(self.on_failure)
 
     # --- sessions ------------------------------------------------------------------
 
@@ -265,15 +238,37 @@ class Router:
 
     def submit(self, session: Session, request: p.Request, command: cmd.Command) -> None:
         """Send a command to the exchange; its answer reaches ``session`` from the listener."""
-        origin = Origin(session, request)
         try:
-            future = self.service.submit_nowait(command, origin)
+            self.service.post(command, Origin(session, request))
         except ServiceStopped as exc:
             session.send_message(
                 p.Error(id=request.id, code=p.ErrorCode.UNAVAILABLE, text=str(exc))
             )
+
+    def on_failure(self, command: cmd.Command, exc: BaseException, origin: Origin | None) -> None:
+        """Answer a command the exchange did not apply (the service's failure listener).
+
+        An applied command is answered by ``on_command``.
+        """
+        if origin is None:
             return
-        future.add_done_callback(origin.failed)
+        request_id = origin.request.id
+        if isinstance(exc, ServiceStopped):
+            error = p.Error(id=request_id, code=p.ErrorCode.UNAVAILABLE, text=str(exc))
+        elif isinstance(exc, InvalidCommand):
+            error = p.Error(id=request_id, code=p.ErrorCode.INVALID_FIELD, text=str(exc))
+        else:
+            origin.session.log.error(
+                "command_failed",
+                request=_request_name(origin.request),
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+            error = p.Error(
+                id=request_id,
+                code=p.ErrorCode.INTERNAL_ERROR,
+                text="internal error; nothing was changed",
+            )
+        origin.session.send_message(error)
 
     # --- the listener ---------------------------------------------------------------
 
