@@ -65,6 +65,8 @@ _REPORTED = frozenset({cmd.NewOrder, cmd.CancelOrder, cmd.AmendOrder})  # answer
 _ORDERS = (p.Channel.ORDERS, "")
 _OPERATOR = Role.OPERATOR
 _replace = msgspec.structs.replace
+_encode = p.encode
+_TRADES = p.Channel.TRADES
 
 
 class Origin:
@@ -282,12 +284,27 @@ class Router:
         metrics = self.metrics
         cancelled = 0
         rejected = False
+        # Who asked, and the id its copy of a report carries (see ``_report``).
+        requester: Session | None = None
+        request_id: p.RequestId = None
+        requester_account = ""
+        if origin is not None:
+            requester = origin.session
+            request_id = origin.request.id
+            principal = requester.principal
+            if principal is None:
+                requester = None
+            else:
+                # An operator's request is answered with every report it causes.
+                requester_account = "" if principal.role is _OPERATOR else principal.account_id
         for ev in events:
             match ev:
                 case Trade():
                     buy, sell = register.filled(ev)
-                    self._report(buy, origin)
-                    self._report(sell, origin)
+                    if buy is not None:
+                        self._report(buy, ev.buyer, requester, requester_account, request_id)
+                    if sell is not None:
+                        self._report(sell, ev.seller, requester, requester_account, request_id)
                     self._trade(ev)
                     accounts.add(ev.buyer)
                     accounts.add(ev.seller)
@@ -296,15 +313,19 @@ class Router:
                     metrics.trades += 1
                     metrics.traded_gpu_hours += ev.qty
                 case OrderAccepted():
-                    self._report(register.accepted(ev), origin)
-                    accounts.add(ev.account)
+                    account = ev.account
+                    self._report(
+                        register.accepted(ev), account, requester, requester_account, request_id
+                    )
+                    accounts.add(account)
                     if ev.voucher_id:
                         vouchers.add(ev.voucher_id)
                     self.touched.add(ev.instrument_id)
                     metrics.orders_accepted += 1
                 case OrderCancelled():
                     r = register.cancelled(ev)
-                    self._report(r, origin)
+                    if r is not None:
+                        self._report(r, ev.account, requester, requester_account, request_id)
                     accounts.add(ev.account)
                     if r is not None and r.voucher_id:
                         vouchers.add(r.voucher_id)
@@ -313,7 +334,8 @@ class Router:
                     cancelled += 1
                 case OrderAmended():
                     r = register.amended(ev)
-                    self._report(r, origin)
+                    if r is not None:
+                        self._report(r, ev.account, requester, requester_account, request_id)
                     accounts.add(ev.account)
                     if r is not None and r.voucher_id:
                         vouchers.add(r.voucher_id)
@@ -361,33 +383,35 @@ class Router:
     def _sessions_of(self, account: str) -> set[Session]:
         return self.by_account.get(account, set())
 
-    def _report(self, r: p.ExecutionReport | None, origin: Origin | None) -> None:
-        """Send a report to its account's connections and the ``orders`` watchers;
-        the requester's copy carries its request id."""
-        if r is None:
-            return
-        account = r.account
+    def _report(
+        self,
+        r: p.ExecutionReport,
+        account: str,
+        requester: Session | None,
+        requester_account: str,
+        request_id: p.RequestId,
+    ) -> None:
+        """Send a report of ``account``'s order to that account's connections and the
+        ``orders`` watchers. The requester (the connection whose request caused it)
+        gets its copy with the request's id if the order is its account's or it is an
+        operator's (``requester_account`` ""); a counterparty's fill is not its business.
+        """
         targets = self.by_account.get(account)
         watchers = self.subscribers.get(_ORDERS)
         if watchers:
             targets = targets | watchers if targets else watchers
-        origin_session: Session | None = None
-        if origin is not None:
-            principal = origin.session.principal
-            # A counterparty's fill is not the requester's business.
-            if principal is not None and (
-                principal.account_id == account or principal.role is _OPERATOR
-            ):
-                origin_session = origin.session
-                origin_session.send(p.encode(_replace(r, id=origin.request.id)))
+        if requester is not None and (requester_account == account or not requester_account):
+            requester.send(_encode(_replace(r, id=request_id)))
+        else:
+            requester = None
         if not targets:
             return
         plain: bytes | None = None
         for session in targets:
-            if session is origin_session:
+            if session is requester:
                 continue
             if plain is None:
-                plain = p.encode(r)
+                plain = _encode(r)
             session.send(plain)
 
     def _rejected(self, ev: Rejected, command: cmd.Command, origin: Origin | None) -> None:
@@ -577,8 +601,9 @@ class Router:
         built only for someone who receives them)."""
         md = self.marketdata
         md.record(ev)
-        if self.subscribers.get((p.Channel.TRADES, ev.instrument_id)):
-            self._publish((p.Channel.TRADES, ev.instrument_id), md.public_trade(ev))
+        key = (_TRADES, ev.instrument_id)
+        if self.subscribers.get(key):
+            self._publish(key, md.public_trade(ev))
         private = self.private
         if ev.buyer in private or ev.seller in private:
             self._deliver((ev.buyer, ev.seller), self.contract(ev))
