@@ -227,11 +227,17 @@ class MarketData:
 
     def record(self, ev: Trade) -> None:
         """Add a fill to its instrument's history, open interest and last-24-hours figures."""
-        feed = self.feed(ev.instrument_id)
+        feed = self.feeds.get(ev.instrument_id)
+        if feed is None:
+            feed = self.feed(ev.instrument_id)
+        ts = ev.ts
+        price = ev.price
+        qty = ev.qty
         feed.trade_ids.append(ev.trade_id)
-        feed.contracted += ev.qty
-        feed.add(ev.ts, ev.price, ev.qty)
-        feed.prune(ev.ts)
+        feed.contracted += qty
+        feed.add(ts, price, qty)
+        if feed.tape_ts[feed.tape_head] <= ts - DAY_NS:
+            feed.prune(ts)
 
     @staticmethod
     def public_trade(ev: Trade) -> p.PublicTrade:

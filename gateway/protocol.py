@@ -143,8 +143,16 @@ class OrdStatus(enum.StrEnum):
 # --- Client requests ----------------------------------------------------------
 
 
+# gc=False: a request is decoded from JSON, so it holds only numbers, strings,
+# enums and lists or Structs of them, and nothing refers back to it: it can
+# never be part of a reference cycle (see the server messages below).
 class _Request(
-    msgspec.Struct, frozen=True, kw_only=True, tag_field="type", forbid_unknown_fields=True
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    tag_field="type",
+    forbid_unknown_fields=True,
+    gc=False,
 ):
     id: RequestId = None  # echoed in every answer to this request
 
