@@ -211,40 +211,71 @@ class OrderRegister:
 
     # --- events -> reports --------------------------------------------------------
 
-    def accepted(self, ev: OrderAccepted) -> p.ExecutionReport:
-        """The order's NEW report (its ``base``)."""
+    def accepted(self, ev: OrderAccepted, request_id: p.RequestId = None) -> p.ExecutionReport:
+        """The order's NEW report (its ``base``), with ``request_id`` as its ``id``.
+
+        Every later report of the order sets its own ``id``, so the base may
+        carry the id of the request that placed the order.
+        """
         ts = ev.ts
         price = ev.price
         qty = ev.qty
         expire_at = ev.expire_at
-        base = _ExecutionReport(
-            exec_type=_NEW,
-            ord_status=_NEW_STATUS,
-            order_id=ev.order_id,
-            client_order_id=ev.client_order_id,
-            account=ev.account,
-            instrument_id=ev.instrument_id,
-            side=ev.side,
-            order_type=ev.order_type,
-            tif=ev.tif,
-            price=price,
-            qty=qty,
-            leaves_qty=qty,
-            voucher_id=ev.voucher_id,
-            expire_at=0 if expire_at == NEVER else expire_at,
-            ts=ts,
-        )
+        # 15 keywords at most (see the module doc): voucher_id and expire_at are
+        # given only when they are not 0, their default, so that the id fits.
+        if ev.voucher_id or (expire_at and expire_at != NEVER):
+            base = _ExecutionReport(
+                exec_type=_NEW,
+                ord_status=_NEW_STATUS,
+                order_id=ev.order_id,
+                client_order_id=ev.client_order_id,
+                account=ev.account,
+                instrument_id=ev.instrument_id,
+                side=ev.side,
+                order_type=ev.order_type,
+                tif=ev.tif,
+                price=price,
+                qty=qty,
+                leaves_qty=qty,
+                voucher_id=ev.voucher_id,
+                expire_at=0 if expire_at == NEVER else expire_at,
+                ts=ts,
+            )
+            if request_id is not None:
+                base = _replace(base, id=request_id)
+        else:
+            base = _ExecutionReport(
+                id=request_id,
+                exec_type=_NEW,
+                ord_status=_NEW_STATUS,
+                order_id=ev.order_id,
+                client_order_id=ev.client_order_id,
+                account=ev.account,
+                instrument_id=ev.instrument_id,
+                side=ev.side,
+                order_type=ev.order_type,
+                tif=ev.tif,
+                price=price,
+                qty=qty,
+                leaves_qty=qty,
+                ts=ts,
+            )
         self._add(OrderState(base, price, qty, qty, ts))
         return base
 
-    def filled(self, ev: Trade) -> tuple[p.ExecutionReport | None, p.ExecutionReport | None]:
-        """Reports for the buy and the sell order of one fill (None if unknown)."""
+    def filled(
+        self, ev: Trade, buy_request_id: p.RequestId = None, sell_request_id: p.RequestId = None
+    ) -> tuple[p.ExecutionReport | None, p.ExecutionReport | None]:
+        """Reports for the buy and the sell order of one fill (None if unknown), with the
+        given request ids as their ``id``."""
         return (
-            self._filled(ev, ev.buy_order_id, ev.buy_leaves),
-            self._filled(ev, ev.sell_order_id, ev.sell_leaves),
+            self._filled(ev, ev.buy_order_id, ev.buy_leaves, buy_request_id),
+            self._filled(ev, ev.sell_order_id, ev.sell_leaves, sell_request_id),
         )
 
-    def _filled(self, ev: Trade, order_id: int, leaves: int) -> p.ExecutionReport | None:
+    def _filled(
+        self, ev: Trade, order_id: int, leaves: int, request_id: p.RequestId
+    ) -> p.ExecutionReport | None:
         state = self.orders.get(order_id)
         if state is None:
             return None
@@ -264,6 +295,7 @@ class OrderRegister:
             self._close(state)
         return _replace(
             state.base,
+            id=request_id,
             exec_type=exec_type,
             ord_status=status,
             price=state.price,

@@ -67,6 +67,7 @@ _OPERATOR = Role.OPERATOR
 _replace = msgspec.structs.replace
 _encode = p.encode
 _TRADES = p.Channel.TRADES
+_ACCOUNTS = (p.Channel.ACCOUNTS, "")
 
 
 class Origin:
@@ -284,7 +285,9 @@ class Router:
         metrics = self.metrics
         cancelled = 0
         rejected = False
-        # Who asked, and the id its copy of a report carries (see ``_report``).
+        # Who asked: it gets its copy of a report with the request's id if the order
+        # is its account's, or if it is an operator's (``requester_account`` "");
+        # a counterparty's fill is not its business.
         requester: Session | None = None
         request_id: p.RequestId = None
         requester_account = ""
@@ -294,30 +297,50 @@ class Router:
             principal = requester.principal
             if principal is None:
                 requester = None
-            else:
-                # An operator's request is answered with every report it causes.
-                requester_account = "" if principal.role is _OPERATOR else principal.account_id
+            elif principal.role is not _OPERATOR:
+                requester_account = principal.account_id
+        # Balances are published after the batch only to someone who sees them.
+        private = self.private
+        watch_balances = bool(self.subscribers.get(_ACCOUNTS))
         for ev in events:
             match ev:
                 case Trade():
-                    buy, sell = register.filled(ev)
+                    buyer = ev.buyer
+                    seller = ev.seller
+                    to_buyer = to_seller = None
+                    if requester is not None:
+                        if not requester_account or requester_account == buyer:
+                            to_buyer = requester
+                        if not requester_account or requester_account == seller:
+                            to_seller = requester
+                    buy, sell = register.filled(
+                        ev,
+                        request_id if to_buyer is not None else None,
+                        request_id if to_seller is not None else None,
+                    )
                     if buy is not None:
-                        self._report(buy, ev.buyer, requester, requester_account, request_id)
+                        self._report(buy, buyer, to_buyer)
                     if sell is not None:
-                        self._report(sell, ev.seller, requester, requester_account, request_id)
+                        self._report(sell, seller, to_seller)
                     self._trade(ev)
-                    accounts.add(ev.buyer)
-                    accounts.add(ev.seller)
+                    if watch_balances or buyer in private:
+                        accounts.add(buyer)
+                    if watch_balances or seller in private:
+                        accounts.add(seller)
                     if ev.voucher_id:
                         vouchers.add(ev.voucher_id)
                     metrics.trades += 1
                     metrics.traded_gpu_hours += ev.qty
                 case OrderAccepted():
                     account = ev.account
-                    self._report(
-                        register.accepted(ev), account, requester, requester_account, request_id
-                    )
-                    accounts.add(account)
+                    if requester is not None and (
+                        not requester_account or requester_account == account
+                    ):
+                        self._report(register.accepted(ev, request_id), account, requester)
+                    else:
+                        self._report(register.accepted(ev), account, None)
+                    if watch_balances or account in private:
+                        accounts.add(account)
                     if ev.voucher_id:
                         vouchers.add(ev.voucher_id)
                     self.touched.add(ev.instrument_id)
@@ -325,7 +348,9 @@ class Router:
                 case OrderCancelled():
                     r = register.cancelled(ev)
                     if r is not None:
-                        self._report(r, ev.account, requester, requester_account, request_id)
+                        self._requested_report(
+                            r, ev.account, requester, requester_account, request_id
+                        )
                     accounts.add(ev.account)
                     if r is not None and r.voucher_id:
                         vouchers.add(r.voucher_id)
@@ -335,7 +360,9 @@ class Router:
                 case OrderAmended():
                     r = register.amended(ev)
                     if r is not None:
-                        self._report(r, ev.account, requester, requester_account, request_id)
+                        self._requested_report(
+                            r, ev.account, requester, requester_account, request_id
+                        )
                     accounts.add(ev.account)
                     if r is not None and r.voucher_id:
                         vouchers.add(r.voucher_id)
@@ -383,27 +410,16 @@ class Router:
     def _sessions_of(self, account: str) -> set[Session]:
         return self.by_account.get(account, set())
 
-    def _report(
-        self,
-        r: p.ExecutionReport,
-        account: str,
-        requester: Session | None,
-        requester_account: str,
-        request_id: p.RequestId,
-    ) -> None:
+    def _report(self, r: p.ExecutionReport, account: str, requester: Session | None) -> None:
         """Send a report of ``account``'s order to that account's connections and the
-        ``orders`` watchers. The requester (the connection whose request caused it)
-        gets its copy with the request's id if the order is its account's or it is an
-        operator's (``requester_account`` ""); a counterparty's fill is not its business.
-        """
+        ``orders`` watchers. ``requester`` gets ``r`` as it is (with its request's id);
+        every other connection gets it without an id."""
+        if requester is not None:
+            requester.send(_encode(r))
         targets = self.by_account.get(account)
         watchers = self.subscribers.get(_ORDERS)
         if watchers:
             targets = targets | watchers if targets else watchers
-        if requester is not None and (requester_account == account or not requester_account):
-            requester.send(_encode(_replace(r, id=request_id)))
-        else:
-            requester = None
         if not targets:
             return
         plain: bytes | None = None
@@ -411,8 +427,26 @@ class Router:
             if session is requester:
                 continue
             if plain is None:
-                plain = _encode(r)
+                plain = _encode(r if r.id is None else _replace(r, id=None))
             session.send(plain)
+
+    def _requested_report(
+        self,
+        r: p.ExecutionReport,
+        account: str,
+        requester: Session | None,
+        requester_account: str,
+        request_id: p.RequestId,
+    ) -> None:
+        """``_report`` of a report made without the request's id (a cancel, an amend):
+        the requester's copy gets it if the order is its account's or it is an operator's.
+        """
+        if requester is not None and (not requester_account or requester_account == account):
+            if request_id is not None:
+                r = _replace(r, id=request_id)
+            self._report(r, account, requester)
+        else:
+            self._report(r, account, None)
 
     def _rejected(self, ev: Rejected, command: cmd.Command, origin: Origin | None) -> None:
         request_id = origin.request.id if origin is not None else None
