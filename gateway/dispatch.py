@@ -37,6 +37,7 @@ _TAGS: dict[type[p.Request], str] = {
 _NewOrderRequest = p.NewOrder
 _NewOrder = cmd.NewOrder
 _monotonic = time.monotonic
+_decode = p.REQUEST_DECODER.decode
 
 
 def _spec_fits(spec: InstrumentSpec) -> bool:
@@ -80,9 +81,10 @@ class Dispatcher:
                 ),
             )
             return
-        request = p.decode_request(data)
-        if isinstance(request, p.ProtocolError):
-            self.refuse(session, request)
+        try:
+            request: p.Request = _decode(data)
+        except msgspec.DecodeError:
+            self.refuse(session, p.refusal(data))
             return
         kind = type(request)
         self.metrics.requests[_TAGS[kind]] += 1

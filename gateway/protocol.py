@@ -734,7 +734,8 @@ class _IdOnly(msgspec.Struct):
     id: RequestId = None
 
 
-_decoder: Final = msgspec.json.Decoder(Request)
+REQUEST_DECODER: Final = msgspec.json.Decoder(Request)
+"""The one decoder of requests; ``decode_request`` or ``refusal`` say what was wrong."""
 _id_decoder: Final = msgspec.json.Decoder(_IdOnly)
 _encoder: Final = msgspec.json.Encoder()
 
@@ -760,12 +761,20 @@ def decode_message(data: bytes | str) -> ServerMessage:
 def decode_request(data: bytes | str) -> Request | ProtocolError:
     """A request from one text frame, or the error to answer it with."""
     try:
-        return typing.cast(Request, _decoder.decode(data))
+        return typing.cast(Request, REQUEST_DECODER.decode(data))
+    except msgspec.DecodeError:
+        return refusal(data)
+
+
+def refusal(data: bytes | str) -> ProtocolError:
+    """The error to answer a frame ``REQUEST_DECODER`` cannot decode with."""
+    try:
+        REQUEST_DECODER.decode(data)
+    except msgspec.ValidationError as exc:
+        return ProtocolError(*_classify(str(exc)), id=_read_id(data))
     except msgspec.DecodeError as exc:
-        request_id = _read_id(data)
-        if isinstance(exc, msgspec.ValidationError):
-            return ProtocolError(*_classify(str(exc)), id=request_id)
-        return ProtocolError(ErrorCode.BAD_JSON, f"not valid JSON: {exc}", request_id)
+        return ProtocolError(ErrorCode.BAD_JSON, f"not valid JSON: {exc}", _read_id(data))
+    raise ValueError("the frame decodes: it is not to be refused")
 
 
 def _read_id(data: bytes | str) -> RequestId:

@@ -70,14 +70,9 @@ _TRADES = p.Channel.TRADES
 _ACCOUNTS = (p.Channel.ACCOUNTS, "")
 
 
-class Origin:
-    """A request waiting for the events of its command."""
-
-    __slots__ = ("request", "session")
-
-    def __init__(self, session: Session, request: p.Request) -> None:
-        self.session = session
-        self.request = request
+Origin = tuple[Session, p.Request]
+"""A request waiting for the events of its command, and the connection that sent it
+(a plain tuple: one is made per order)."""
 
 
 def _request_name(request: p.Request) -> str:
@@ -242,7 +237,7 @@ class Router:
     def submit(self, session: Session, request: p.Request, command: cmd.Command) -> None:
         """Send a command to the exchange; its answer reaches ``session`` from the listener."""
         try:
-            self.service.post(command, Origin(session, request))
+            self.service.post(command, (session, request))
         except ServiceStopped as exc:
             session.send_message(
                 p.Error(id=request.id, code=p.ErrorCode.UNAVAILABLE, text=str(exc))
@@ -255,15 +250,16 @@ class Router:
         """
         if origin is None:
             return
-        request_id = origin.request.id
+        session, request = origin
+        request_id = request.id
         if isinstance(exc, ServiceStopped):
             error = p.Error(id=request_id, code=p.ErrorCode.UNAVAILABLE, text=str(exc))
         elif isinstance(exc, InvalidCommand):
             error = p.Error(id=request_id, code=p.ErrorCode.INVALID_FIELD, text=str(exc))
         else:
-            origin.session.log.error(
+            session.log.error(
                 "command_failed",
-                request=_request_name(origin.request),
+                request=_request_name(request),
                 exc_info=(type(exc), exc, exc.__traceback__),
             )
             error = p.Error(
@@ -271,7 +267,7 @@ class Router:
                 code=p.ErrorCode.INTERNAL_ERROR,
                 text="internal error; nothing was changed",
             )
-        origin.session.send_message(error)
+        session.send_message(error)
 
     # --- the listener ---------------------------------------------------------------
 
@@ -292,8 +288,8 @@ class Router:
         request_id: p.RequestId = None
         requester_account = ""
         if origin is not None:
-            requester = origin.session
-            request_id = origin.request.id
+            requester = origin[0]
+            request_id = origin[1].id
             principal = requester.principal
             if principal is None:
                 requester = None
@@ -449,7 +445,8 @@ class Router:
             self._report(r, account, None)
 
     def _rejected(self, ev: Rejected, command: cmd.Command, origin: Origin | None) -> None:
-        request_id = origin.request.id if origin is not None else None
+        requester, request = origin if origin is not None else (None, None)
+        request_id = request.id if request is not None else None
         message: p.ServerMessage
         if isinstance(command, cmd.NewOrder):
             r = OrderRegister.rejected(ev, command)
@@ -458,12 +455,12 @@ class Router:
             if watchers:
                 plain = p.encode(r)
                 for session in watchers:
-                    if origin is None or session is not origin.session:
+                    if session is not requester:
                         session.send(plain)
         elif isinstance(command, _ORDER_COMMANDS):
             message = p.CancelReject(
                 id=request_id,
-                request=_request_name(origin.request) if origin else type(command).__name__,
+                request=_request_name(request) if request else type(command).__name__,
                 order_id=ev.order_id,
                 client_order_id=ev.client_order_id,
                 reason=ev.reason,
@@ -472,12 +469,12 @@ class Router:
         else:
             message = p.Rejected(
                 id=request_id,
-                request=_request_name(origin.request) if origin else type(command).__name__,
+                request=_request_name(request) if request else type(command).__name__,
                 reason=ev.reason,
                 text=p.REASON_TEXT.get(ev.reason, ev.reason),
             )
-        if origin is not None:
-            origin.session.send_message(message)
+        if requester is not None:
+            requester.send_message(message)
         elif isinstance(command, cmd.NewOrder):
             for session in self._sessions_of(ev.actor):
                 session.send_message(message)
@@ -485,11 +482,11 @@ class Router:
     def _answer(
         self, origin: Origin, command: cmd.Command, events: list[Event], cancelled: int
     ) -> None:
-        request = origin.request
+        requester, request = origin
         result: dict[str, int | str] = {}
         match command:
             case cmd.CancelAll():
-                origin.session.send_message(
+                requester.send_message(
                     p.CancelAllDone(
                         id=request.id, instrument_id=command.instrument_id, cancelled=cancelled
                     )
@@ -523,9 +520,7 @@ class Router:
                     result["amount"] = ev.amount
                 case _:
                     pass
-        origin.session.send_message(
-            p.Ack(id=request.id, request=_request_name(request), result=result)
-        )
+        requester.send_message(p.Ack(id=request.id, request=_request_name(request), result=result))
 
     # --- private data ---------------------------------------------------------------
 
