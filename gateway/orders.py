@@ -269,13 +269,15 @@ class OrderRegister:
         """Reports for the buy and the sell order of one fill (None if unknown), with the
         given request ids as their ``id``."""
         return (
-            self._filled(ev, ev.buy_order_id, ev.buy_leaves, buy_request_id),
-            self._filled(ev, ev.sell_order_id, ev.sell_leaves, sell_request_id),
+            self.fill(ev, ev.buy_order_id, ev.buy_leaves, buy_request_id),
+            self.fill(ev, ev.sell_order_id, ev.sell_leaves, sell_request_id),
         )
 
-    def _filled(
-        self, ev: Trade, order_id: int, leaves: int, request_id: p.RequestId
+    def fill(
+        self, ev: Trade, order_id: int, leaves: int, request_id: p.RequestId = None
     ) -> p.ExecutionReport | None:
+        """The report of one side of a fill: order ``order_id`` has ``leaves`` left
+        (None if the order is unknown)."""
         state = self.orders.get(order_id)
         if state is None:
             return None
@@ -292,7 +294,9 @@ class OrderRegister:
         else:
             state.status = status = _FILLED
             exec_type = _FILL
-            self._close(state)
+            open_ids = self.open_by_account.get(state.base.account)
+            if open_ids is not None:
+                open_ids.discard(order_id)
         return _replace(
             state.base,
             id=request_id,

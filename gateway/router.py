@@ -309,15 +309,16 @@ class Router:
                             to_buyer = requester
                         if not requester_account or requester_account == seller:
                             to_seller = requester
-                    buy, sell = register.filled(
-                        ev,
-                        request_id if to_buyer is not None else None,
-                        request_id if to_seller is not None else None,
+                    r = register.fill(
+                        ev, ev.buy_order_id, ev.buy_leaves, request_id if to_buyer else None
                     )
-                    if buy is not None:
-                        self._report(buy, buyer, to_buyer)
-                    if sell is not None:
-                        self._report(sell, seller, to_seller)
+                    if r is not None:
+                        self._report(r, buyer, to_buyer)
+                    r = register.fill(
+                        ev, ev.sell_order_id, ev.sell_leaves, request_id if to_seller else None
+                    )
+                    if r is not None:
+                        self._report(r, seller, to_seller)
                     self._trade(ev)
                     if watch_balances or buyer in private:
                         accounts.add(buyer)
