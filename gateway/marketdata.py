@@ -235,8 +235,17 @@ class MarketData:
         qty = ev.qty
         feed.trade_ids.append(ev.trade_id)
         feed.contracted += qty
-        feed.add(ts, price, qty)
-        if feed.tape_ts[feed.tape_head] <= ts - DAY_NS:
+        # feed.add, inline: a fill is on the hot path.
+        tape_ts = feed.tape_ts
+        tape_ts.append(ts)
+        feed.tape_price.append(price)
+        feed.tape_qty.append(qty)
+        feed.volume_24h += qty
+        feed.turnover_24h += price * qty
+        feed.trades_24h += 1
+        feed.last_price = price
+        feed.last_qty = qty
+        if tape_ts[feed.tape_head] <= ts - DAY_NS:
             feed.prune(ts)
 
     @staticmethod
