@@ -33,8 +33,8 @@ id with a binary search. The feed also sums the GPU-hours contracted;
 definition of open interest, used by the ticker and the open-interest report.
 
 What grows with every fill (the trade ids, the last day's tape) is kept in
-``array`` columns of machine integers, which the garbage collector never
-traverses: a list or deque of a million entries would make every full
+``array`` columns of machine integers, whose entries the garbage collector
+never visits: a list or deque of a million entries would make every full
 collection visit each of them, a pause that grows with the exchange's age.
 
 Cost: a refresh reads ``2 * depth`` levels and diffs two small dicts, O(depth).
