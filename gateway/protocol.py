@@ -29,6 +29,7 @@ from __future__ import annotations
 import enum
 import inspect
 import typing
+from collections.abc import Callable
 from typing import Annotated, Any, Final
 
 import msgspec
@@ -739,10 +740,12 @@ REQUEST_DECODER: Final = msgspec.json.Decoder(Request)
 _id_decoder: Final = msgspec.json.Decoder(_IdOnly)
 _encoder: Final = msgspec.json.Encoder()
 
+encode: Final[Callable[[ServerMessage], bytes]] = _encoder.encode
+"""A server message as the JSON bytes of one text frame.
 
-def encode(message: ServerMessage) -> bytes:
-    """A server message as the JSON bytes of one text frame."""
-    return _encoder.encode(message)
+The encoder's own method rather than a function that calls it: two or three
+messages are encoded per order, and a Python call around each costs a tenth
+of the encoding."""
 
 
 def encode_request(request: Request) -> bytes:
