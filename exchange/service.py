@@ -12,7 +12,10 @@ A caller may pass an ``origin`` with a command: any object, which the service
 never looks at and hands, with the command's events, to the listeners added
 with ``add_origin_listener``. The gateway passes the request a command
 answers, so its listener can answer that request without matching commands
-to requests by content.
+to requests by content. A caller that learns of its command only through the
+listeners ``post``s it: no future is made, and a command that is not applied
+(journal failure, unstorable, a fault) is reported to the failure listeners
+(``add_failure_listener``) with its origin instead.
 
 Sequence numbers count every command the service has journalled, from 1.
 """
@@ -39,6 +42,8 @@ Listener = Callable[[int, Command, list[Event]], None]
 OriginListener = Callable[[int, Command, list[Event], Any], None]
 """``listener(seq, command, events, origin)``: the same, with the submitter's origin
 (typed ``Any`` so that a listener may declare the type of origin its submitters pass)."""
+FailureListener = Callable[[Command, BaseException, Any], None]
+"""``listener(command, exc, origin)``: a posted command was not applied, and why."""
 
 
 class Journal(Protocol):
@@ -61,7 +66,8 @@ class InvalidCommand(ValueError):
     """A command the journal cannot store (an integer beyond 64 bits); nothing changed."""
 
 
-_Pending = tuple[Command, "asyncio.Future[list[Event]]", object]  # command, answer, origin
+# command, its future (None if posted), origin
+_Pending = tuple[Command, "asyncio.Future[list[Event]] | None", object]
 
 
 class _WithoutOrigin:
@@ -97,6 +103,7 @@ class ExchangeService:
         self.timer_interval = timer_interval
         self.failure: BaseException | None = None
         self._listeners: list[OriginListener] = []
+        self._failure_listeners: list[FailureListener] = []
         # The queue: a deque and a future the batch task waits on while it is
         # empty (an asyncio.Queue costs several times as much per command).
         self._queue: deque[_Pending] = deque()
@@ -163,6 +170,30 @@ class ExchangeService:
                 return
         raise ValueError("not a listener of this service")
 
+    def add_failure_listener(self, listener: FailureListener) -> None:
+        """Call ``listener(command, exc, origin)`` for each posted command that is not applied.
+
+        ``exc`` is what a submitter's future would have failed with
+        (``ServiceStopped``, ``InvalidCommand``, or the core's exception). Called
+        on the service's task; one that raises is logged and does not stop the others.
+        """
+        self._failure_listeners.append(listener)
+
+    def post(self, command: Command, origin: object) -> None:
+        """Queue a command whose outcome the submitter learns from the listeners alone.
+
+        Like ``submit_nowait`` with no future: the origin listeners get its
+        events, or, if it is not applied, the failure listeners get the
+        exception. Raises ``ServiceStopped`` at once if the service is not
+        taking commands. The cheapest way in: nothing is allocated per command
+        but the queue entry.
+        """
+        if self.failure is not None or not self._tasks:
+            raise ServiceStopped(str(self.failure or "service not running"))
+        self._queue.append((command, None, origin))
+        if self._wake is not None:
+            self._wakeup()
+
     def submit_nowait(self, command: Command, origin: object = None) -> asyncio.Future[list[Event]]:
         """Queue a command; the future of its events, set once it is journalled and applied.
 
@@ -219,9 +250,8 @@ class ExchangeService:
 
     async def _process(self, batch: list[_Pending]) -> None:
         if self.failure is not None:
-            for _, future, _ in batch:
-                if not future.done():
-                    future.set_exception(ServiceStopped(str(self.failure)))
+            for pending in batch:
+                self._failed(pending, ServiceStopped(str(self.failure)))
             return
         ts = self._stamp()
         replace = msgspec.structs.replace
@@ -242,17 +272,19 @@ class ExchangeService:
         self.seq += len(stamped)
         core = self.core
         listeners = self._listeners
-        for seq, command, (_, future, origin) in zip(
-            range(first_seq, first_seq + len(stamped)), stamped, batch, strict=True
-        ):
+        apply = core.apply
+        seq = first_seq - 1
+        for command, pending in zip(stamped, batch, strict=True):
+            seq += 1
             try:
-                events = core.apply(command)
+                events = apply(command)
             except Exception as exc:  # a fault in the core: answer it, keep serving
                 log.exception("command_fault", seq=seq, command=type(command).__name__)
-                if not future.done():
-                    future.set_exception(exc)
+                self._failed(pending, exc)
                 continue
-            if not future.done():
+            future = pending[1]
+            origin = pending[2]
+            if future is not None and not future.done():
                 future.set_result(events)
             for listener in listeners:
                 try:
@@ -271,16 +303,27 @@ class ExchangeService:
         if stamped:
             await asyncio.to_thread(self.journal.append, first_seq, stamped)
 
+    def _failed(self, pending: _Pending, exc: BaseException) -> None:
+        """A command was not applied: fail its future, or tell the failure listeners."""
+        command, future, origin = pending
+        if future is not None:
+            if not future.done():
+                future.set_exception(exc)
+            return
+        for listener in self._failure_listeners:
+            try:
+                listener(command, exc, origin)
+            except Exception:
+                log.exception("failure_listener_fault", command=type(command).__name__)
+
     def _fail(self, exc: BaseException, first_seq: int, batch: list[_Pending]) -> None:
         self.failure = exc
         log.error("journal_failed", error=str(exc), first_seq=first_seq)
-        for _, future, _ in batch:
-            if not future.done():
-                future.set_exception(ServiceStopped(f"journal failed: {exc}"))
+        for pending in batch:
+            self._failed(pending, ServiceStopped(f"journal failed: {exc}"))
 
-    @staticmethod
     def _refuse_unstorable(
-        batch: list[_Pending], stamped: list[Command]
+        self, batch: list[_Pending], stamped: list[Command]
     ) -> tuple[list[_Pending], list[Command]]:
         """Answer every command the journal cannot encode with ``InvalidCommand``."""
         kept: list[_Pending] = []
@@ -289,11 +332,10 @@ class ExchangeService:
             try:
                 msgspec.msgpack.encode(command)
             except OverflowError:
-                future = pending[1]
-                if not future.done():
-                    future.set_exception(
-                        InvalidCommand(f"{type(command).__name__}: an integer is out of range")
-                    )
+                self._failed(
+                    pending,
+                    InvalidCommand(f"{type(command).__name__}: an integer is out of range"),
+                )
                 continue
             kept.append(pending)
             kept_stamped.append(command)
@@ -312,6 +354,7 @@ class ExchangeService:
 __all__ = [
     "NEVER",
     "ExchangeService",
+    "FailureListener",
     "InvalidCommand",
     "Journal",
     "Listener",

@@ -217,6 +217,9 @@ async def _close_websockets(app: web.Application) -> None:
 # --- handlers ----------------------------------------------------------------------
 
 _conn_ids = itertools.count(1)
+_TEXT = WSMsgType.TEXT
+# The messages the connection ends with: what ends ``async for`` over a WebSocket, and errors.
+_LAST = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
 
 
 def api_key_of(request: web.Request) -> str:
@@ -298,15 +301,20 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             checksum_depth=config.checksum_depth,
         )
     )
+    receive = ws.receive
+    handle = dispatcher.receive
     try:
-        async for msg in ws:
-            if session.closing:
-                continue
-            if msg.type is WSMsgType.TEXT:
-                dispatcher.receive(session, msg.data)
-            elif msg.type is WSMsgType.BINARY:
-                dispatcher.binary(session)
-            elif msg.type is WSMsgType.ERROR:
+        # ``receive`` itself rather than ``async for``: one coroutine a frame, not two.
+        while True:
+            msg = await receive()
+            kind = msg.type
+            if kind is _TEXT:
+                if not session.closing:
+                    handle(session, msg.data)
+            elif kind is WSMsgType.BINARY:
+                if not session.closing:
+                    dispatcher.binary(session)
+            elif kind in _LAST:
                 break
     finally:
         router.detach(session)

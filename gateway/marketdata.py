@@ -23,24 +23,29 @@ Rules a client can rely on
 
 Trade history and open interest
 -------------------------------
-Each instrument's feed keeps every fill of the instrument (the core's
-``Trade`` events, which are its compute contracts), oldest first, so trade ids
-increase along the list. It is built from ``core.contracts`` at start-up, so
-it survives restarts, then appended to as fills happen. ``trades`` pages
-through it backwards by trade id with a binary search. The feed also sums the
-GPU-hours contracted; ``open_interest`` is that sum until the delivery window
-ends, then 0: the one definition of open interest, used by the ticker and the
-open-interest report.
+Each instrument's feed keeps the trade id of every fill of the instrument
+(the core's ``Trade`` events, which are its compute contracts, stay in
+``core.contracts``), oldest first, so trade ids increase along the list. It
+is built from ``core.contracts`` at start-up, so it survives restarts, then
+appended to as fills happen. ``trades`` pages through it backwards by trade
+id with a binary search. The feed also sums the GPU-hours contracted;
+``open_interest`` is that sum until the delivery window ends, then 0: the one
+definition of open interest, used by the ticker and the open-interest report.
+
+What grows with every fill (the trade ids, the last day's tape) is kept in
+``array`` columns of machine integers, whose entries the garbage collector
+never visits: a list or deque of a million entries would make every full
+collection visit each of them, a pause that grows with the exchange's age.
 
 Cost: a refresh reads ``2 * depth`` levels and diffs two small dicts, O(depth).
-A fill is O(1); a page of history O(log trades + limit).
+A fill is O(1) amortised; a page of history O(log trades + limit).
 """
 
 from __future__ import annotations
 
 import bisect
 import zlib
-from collections import deque
+from array import array
 
 from exchange.core import ExchangeCore
 from exchange.events import Trade
@@ -80,13 +85,16 @@ class InstrumentFeed:
         "bids",
         "checksum",
         "contracted",
-        "history",
         "instrument_id",
         "last_price",
         "last_qty",
         "seq",
         "snapshot_cache",
-        "tape",
+        "tape_head",
+        "tape_price",
+        "tape_qty",
+        "tape_ts",
+        "trade_ids",
         "trades_24h",
         "turnover_24h",
         "volume_24h",
@@ -99,23 +107,54 @@ class InstrumentFeed:
         self.asks: Levels = []
         self.checksum = zlib.crc32(b"|")
         self.snapshot_cache: bytes | None = None
-        self.tape: deque[tuple[int, int, int]] = deque()  # (ts, price, qty), last 24 hours
+        # The last day's fills as columns (ts, price, qty); entries before
+        # ``tape_head`` have left the window and are dropped in bulk.
+        self.tape_ts = array("q")
+        self.tape_price = array("q")
+        self.tape_qty = array("q")
+        self.tape_head = 0
         self.volume_24h = 0
         self.turnover_24h = 0
         self.trades_24h = 0
         self.last_price = 0
         self.last_qty = 0
-        self.history: list[Trade] = []  # every fill, oldest first (trade ids increase)
+        self.trade_ids = array("q")  # of every fill, oldest first (so increasing)
         self.contracted = 0  # GPU-hours of every fill
 
+    def add(self, ts: int, price: int, qty: int) -> None:
+        """A fill into the last day's figures (and the last price)."""
+        self.tape_ts.append(ts)
+        self.tape_price.append(price)
+        self.tape_qty.append(qty)
+        self.volume_24h += qty
+        self.turnover_24h += price * qty
+        self.trades_24h += 1
+        self.last_price = price
+        self.last_qty = qty
+
     def prune(self, now: int) -> None:
-        tape = self.tape
+        """Drop the fills older than a day from the last day's figures."""
+        ts = self.tape_ts
+        head = self.tape_head
+        end = len(ts)
         horizon = now - DAY_NS
-        while tape and tape[0][0] <= horizon:
-            _, price, qty = tape.popleft()
+        if head == end or ts[head] > horizon:
+            return
+        prices = self.tape_price
+        qtys = self.tape_qty
+        while head < end and ts[head] <= horizon:
+            price = prices[head]
+            qty = qtys[head]
             self.volume_24h -= qty
             self.turnover_24h -= price * qty
             self.trades_24h -= 1
+            head += 1
+        if head >= 1024 and head * 2 >= end:  # drop the expired entries, amortised O(1)
+            del ts[:head]
+            del prices[:head]
+            del qtys[:head]
+            head = 0
+        self.tape_head = head
 
 
 class MarketData:
@@ -133,10 +172,10 @@ class MarketData:
         horizon = core.now - DAY_NS
         for trade in sorted(core.contracts.values(), key=_trade_id):
             feed = self.feed(trade.instrument_id)
-            feed.history.append(trade)
+            feed.trade_ids.append(trade.trade_id)
             feed.contracted += trade.qty
             if trade.ts > horizon:
-                self._tape(feed, trade)
+                feed.add(trade.ts, trade.price, trade.qty)
 
     def feed(self, instrument_id: str) -> InstrumentFeed:
         feed = self.feeds.get(instrument_id)
@@ -188,20 +227,26 @@ class MarketData:
 
     def record(self, ev: Trade) -> None:
         """Add a fill to its instrument's history, open interest and last-24-hours figures."""
-        feed = self.feed(ev.instrument_id)
-        feed.history.append(ev)
-        feed.contracted += ev.qty
-        self._tape(feed, ev)
-
-    @staticmethod
-    def _tape(feed: InstrumentFeed, ev: Trade) -> None:
-        feed.tape.append((ev.ts, ev.price, ev.qty))
-        feed.volume_24h += ev.qty
-        feed.turnover_24h += ev.price * ev.qty
+        feed = self.feeds.get(ev.instrument_id)
+        if feed is None:
+            feed = self.feed(ev.instrument_id)
+        ts = ev.ts
+        price = ev.price
+        qty = ev.qty
+        feed.trade_ids.append(ev.trade_id)
+        feed.contracted += qty
+        # feed.add, inline: a fill is on the hot path.
+        tape_ts = feed.tape_ts
+        tape_ts.append(ts)
+        feed.tape_price.append(price)
+        feed.tape_qty.append(qty)
+        feed.volume_24h += qty
+        feed.turnover_24h += price * qty
         feed.trades_24h += 1
-        feed.last_price = ev.price
-        feed.last_qty = ev.qty
-        feed.prune(ev.ts)
+        feed.last_price = price
+        feed.last_qty = qty
+        if tape_ts[feed.tape_head] <= ts - DAY_NS:
+            feed.prune(ts)
 
     @staticmethod
     def public_trade(ev: Trade) -> p.PublicTrade:
@@ -218,9 +263,10 @@ class MarketData:
     def trades(self, instrument_id: str, limit: int, before: int | None = None) -> list[Trade]:
         """Up to ``limit`` fills of the instrument, newest first, with trade ids below
         ``before`` (None: the newest)."""
-        history = self.feed(instrument_id).history
-        end = len(history) if before is None else bisect.bisect_left(history, before, key=_trade_id)
-        return history[max(0, end - limit) : end][::-1]
+        ids = self.feed(instrument_id).trade_ids
+        end = len(ids) if before is None else bisect.bisect_left(ids, before)
+        contracts = self.core.contracts
+        return [contracts[trade_id] for trade_id in reversed(ids[max(0, end - limit) : end])]
 
     def open_interest(self, instrument_id: str, now: int) -> int:
         """GPU-hours contracted and not yet delivered: every fill's, until the delivery

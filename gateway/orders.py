@@ -14,6 +14,7 @@ of the order's first report (``OrderState.base``, which holds the fields that
 never change: ids, account, instrument, side, type, time in force, voucher,
 expiry) with the changing fields replaced: one call with at most 15 keywords
 (CPython builds a dict for a call with more, which costs four times as much).
+The state keeps only what changes, next to that report.
 """
 
 from __future__ import annotations
@@ -29,64 +30,95 @@ from exchange.reference import OrderType, Side, TimeInForce
 from gateway import protocol as p
 
 
-class OrderState(msgspec.Struct, kw_only=True, gc=False):
+class OrderState(msgspec.Struct, gc=False):
     """What the gateway knows of one order, open or finished.
 
-    Only numbers, strings and enums: never in a reference cycle, so it stays
-    out of the garbage collector (``gc=False``), which keeps collection pauses
-    short however many orders the register holds.
+    ``base`` is the order's first report (NEW): it holds the fields that never
+    change, which the properties below read; the other fields change as the
+    order trades, is amended or ends. Only numbers, strings, enums and a
+    ``gc=False`` report: never in a reference cycle, so it stays out of the
+    garbage collector (``gc=False``), which keeps collection pauses short
+    however many orders the register holds. Built positionally, in field order,
+    on the hot path.
     """
 
-    order_id: int
-    account: str
-    client_order_id: str
-    instrument_id: str
-    side: Side
-    order_type: OrderType
-    tif: TimeInForce
+    base: p.ExecutionReport
     price: int
     qty: int
+    leaves: int
+    ts: int
     cum_qty: int = 0
     cum_value: int = 0
-    leaves: int = 0
-    voucher_id: int = 0
-    expire_at: int = 0
     status: p.OrdStatus = p.OrdStatus.NEW
     reason: str = ""
-    ts: int = 0
-    base: p.ExecutionReport | None = None  # the fixed fields as a report: see ``report``
+
+    @property
+    def order_id(self) -> int:
+        return self.base.order_id
+
+    @property
+    def account(self) -> str:
+        return self.base.account
+
+    @property
+    def client_order_id(self) -> str:
+        return self.base.client_order_id
+
+    @property
+    def instrument_id(self) -> str:
+        return self.base.instrument_id
+
+    @property
+    def side(self) -> Side | None:
+        return self.base.side
+
+    @property
+    def order_type(self) -> OrderType | None:
+        return self.base.order_type
+
+    @property
+    def tif(self) -> TimeInForce | None:
+        return self.base.tif
+
+    @property
+    def voucher_id(self) -> int:
+        return self.base.voucher_id
+
+    @property
+    def expire_at(self) -> int:
+        return self.base.expire_at
 
     @property
     def open(self) -> bool:
         return self.status in (p.OrdStatus.NEW, p.OrdStatus.PARTIALLY_FILLED)
 
 
-VIEW_FIELDS = tuple(f for f in OrderState.__struct_fields__ if f != "base")
-"""The fields of an order's state that describe it (``base`` is a cache)."""
+VIEW_FIELDS = (
+    "order_id",
+    "account",
+    "client_order_id",
+    "instrument_id",
+    "side",
+    "order_type",
+    "tif",
+    "price",
+    "qty",
+    "cum_qty",
+    "cum_value",
+    "leaves",
+    "voucher_id",
+    "expire_at",
+    "status",
+    "reason",
+    "ts",
+)
+"""The fields of an order's state that describe it, as the HTTP API shows them."""
 
 
-def _base(state: OrderState) -> p.ExecutionReport:
-    """The order's NEW report, whose fixed fields every later report copies."""
-    return p.ExecutionReport(
-        exec_type=p.ExecType.NEW,
-        ord_status=p.OrdStatus.NEW,
-        order_id=state.order_id,
-        client_order_id=state.client_order_id,
-        account=state.account,
-        instrument_id=state.instrument_id,
-        side=state.side,
-        order_type=state.order_type,
-        tif=state.tif,
-        price=state.price,
-        qty=state.qty,
-        leaves_qty=state.leaves,
-        voucher_id=state.voucher_id,
-        expire_at=state.expire_at,
-        ts=state.ts,
-    )
-
-
+_ExecutionReport = p.ExecutionReport
 _replace = msgspec.structs.replace
+_NEW = p.ExecType.NEW
+_NEW_STATUS = p.OrdStatus.NEW
 _FILL = p.ExecType.FILL
 _PARTIAL_FILL = p.ExecType.PARTIAL_FILL
 _FILLED = p.OrdStatus.FILLED
@@ -98,7 +130,11 @@ class OrderRegister:
 
     def __init__(self) -> None:
         self.orders: dict[int, OrderState] = {}
-        self.by_client_id: dict[tuple[str, str], int] = {}
+        # account -> client order id -> order id. Nested rather than keyed by a
+        # (account, client order id) tuple: a dict of str to int is never tracked
+        # by the garbage collector, a dict of tuples is, and this one grows with
+        # every order.
+        self.by_client_id: dict[str, dict[str, int]] = {}
         self.open_by_account: dict[str, set[int]] = {}
 
     @classmethod
@@ -109,41 +145,54 @@ class OrderRegister:
         """
         register = cls()
         for order in orders.values():
-            state = OrderState(
+            expire_at = 0 if order.expire_at == NEVER else order.expire_at
+            base = _ExecutionReport(
+                exec_type=_NEW,
+                ord_status=_NEW_STATUS,
                 order_id=order.order_id,
-                account=order.account,
                 client_order_id=order.client_order_id,
+                account=order.account,
                 instrument_id=order.instrument_id,
                 side=order.side,
                 order_type=OrderType.LIMIT,
                 tif=order.tif,
                 price=order.price,
                 qty=order.qty,
-                cum_qty=order.qty - order.leaves,
-                leaves=order.leaves,
+                leaves_qty=order.qty,
                 voucher_id=order.voucher_id,
-                expire_at=0 if order.expire_at == NEVER else order.expire_at,
+                expire_at=expire_at,
                 ts=order.entered_at,
             )
+            state = OrderState(base, order.price, order.qty, order.leaves, order.entered_at)
+            state.cum_qty = order.qty - order.leaves
             if state.cum_qty:
                 state.status = p.OrdStatus.PARTIALLY_FILLED
             register._add(state)
         return register
 
     def _add(self, state: OrderState) -> None:
-        self.orders[state.order_id] = state
-        self.by_client_id[(state.account, state.client_order_id)] = state.order_id
-        self.open_by_account.setdefault(state.account, set()).add(state.order_id)
+        base = state.base
+        order_id = base.order_id
+        account = base.account
+        self.orders[order_id] = state
+        client_ids = self.by_client_id.get(account)
+        if client_ids is None:
+            client_ids = self.by_client_id[account] = {}
+        client_ids[base.client_order_id] = order_id
+        open_ids = self.open_by_account.get(account)
+        if open_ids is None:
+            open_ids = self.open_by_account[account] = set()
+        open_ids.add(order_id)
 
     def _close(self, state: OrderState) -> None:
-        open_ids = self.open_by_account.get(state.account)
+        open_ids = self.open_by_account.get(state.base.account)
         if open_ids is not None:
-            open_ids.discard(state.order_id)
+            open_ids.discard(state.base.order_id)
 
     def find(self, account: str, order_id: int, client_order_id: str) -> OrderState | None:
         """An order of ``account`` by id or client order id (None if not theirs)."""
         if not order_id:
-            order_id = self.by_client_id.get((account, client_order_id), 0)
+            order_id = self.by_client_id.get(account, {}).get(client_order_id, 0)
         state = self.orders.get(order_id)
         if state is None or state.account != account:
             return None
@@ -162,70 +211,109 @@ class OrderRegister:
 
     # --- events -> reports --------------------------------------------------------
 
-    def accepted(self, ev: OrderAccepted) -> p.ExecutionReport:
-        state = OrderState(
-            order_id=ev.order_id,
-            account=ev.account,
-            client_order_id=ev.client_order_id,
-            instrument_id=ev.instrument_id,
-            side=ev.side,
-            order_type=ev.order_type,
-            tif=ev.tif,
-            price=ev.price,
-            qty=ev.qty,
-            leaves=ev.qty,
-            voucher_id=ev.voucher_id,
-            expire_at=0 if ev.expire_at == NEVER else ev.expire_at,
-            ts=ev.ts,
-        )
-        self._add(state)
-        state.base = _base(state)
-        return state.base
+    def accepted(self, ev: OrderAccepted, request_id: p.RequestId = None) -> p.ExecutionReport:
+        """The order's NEW report (its ``base``), with ``request_id`` as its ``id``.
 
-    def filled(self, ev: Trade) -> tuple[p.ExecutionReport | None, p.ExecutionReport | None]:
-        """Reports for the buy and the sell order of one fill (None if unknown)."""
-        out: list[p.ExecutionReport | None] = []
-        for order_id, leaves in (
-            (ev.buy_order_id, ev.buy_leaves),
-            (ev.sell_order_id, ev.sell_leaves),
-        ):
-            state = self.orders.get(order_id)
-            if state is None:
-                out.append(None)
-                continue
-            state.cum_qty += ev.qty
-            state.cum_value += ev.price * ev.qty
-            state.leaves = leaves
-            state.ts = ev.ts
-            if leaves:
-                state.status = status = _PARTIALLY_FILLED
-                exec_type = _PARTIAL_FILL
-            else:
-                state.status = status = _FILLED
-                exec_type = _FILL
-                self._close(state)
-            base = state.base
-            if base is None:
-                base = state.base = _base(state)
-            out.append(
-                _replace(
-                    base,
-                    exec_type=exec_type,
-                    ord_status=status,
-                    price=state.price,
-                    qty=state.qty,
-                    cum_qty=state.cum_qty,
-                    leaves_qty=leaves,
-                    cum_value=state.cum_value,
-                    last_price=ev.price,
-                    last_qty=ev.qty,
-                    trade_id=ev.trade_id,
-                    cash=ev.cash,
-                    voucher=ev.voucher,
-                    ts=ev.ts,
-                )
+        Every later report of the order sets its own ``id``, so the base may
+        carry the id of the request that placed the order.
+        """
+        ts = ev.ts
+        price = ev.price
+        qty = ev.qty
+        expire_at = ev.expire_at
+        # 15 keywords at most (see the module doc): voucher_id and expire_at are
+        # given only when they are not 0, their default, so that the id fits.
+        if ev.voucher_id or (expire_at and expire_at != NEVER):
+            base = _ExecutionReport(
+                exec_type=_NEW,
+                ord_status=_NEW_STATUS,
+                order_id=ev.order_id,
+                client_order_id=ev.client_order_id,
+                account=ev.account,
+                instrument_id=ev.instrument_id,
+                side=ev.side,
+                order_type=ev.order_type,
+                tif=ev.tif,
+                price=price,
+                qty=qty,
+                leaves_qty=qty,
+                voucher_id=ev.voucher_id,
+                expire_at=0 if expire_at == NEVER else expire_at,
+                ts=ts,
             )
-        return out[0], out[1]
+            if request_id is not None:
+                base = _replace(base, id=request_id)
+        else:
+            base = _ExecutionReport(
+                id=request_id,
+                exec_type=_NEW,
+                ord_status=_NEW_STATUS,
+                order_id=ev.order_id,
+                client_order_id=ev.client_order_id,
+                account=ev.account,
+                instrument_id=ev.instrument_id,
+                side=ev.side,
+                order_type=ev.order_type,
+                tif=ev.tif,
+                price=price,
+                qty=qty,
+                leaves_qty=qty,
+                ts=ts,
+            )
+        self._add(OrderState(base, price, qty, qty, ts))
+        return base
+
+    def filled(
+        self, ev: Trade, buy_request_id: p.RequestId = None, sell_request_id: p.RequestId = None
+    ) -> tuple[p.ExecutionReport | None, p.ExecutionReport | None]:
+        """Reports for the buy and the sell order of one fill (None if unknown), with the
+        given request ids as their ``id``."""
+        return (
+            self.fill(ev, ev.buy_order_id, ev.buy_leaves, buy_request_id),
+            self.fill(ev, ev.sell_order_id, ev.sell_leaves, sell_request_id),
+        )
+
+    def fill(
+        self, ev: Trade, order_id: int, leaves: int, request_id: p.RequestId = None
+    ) -> p.ExecutionReport | None:
+        """The report of one side of a fill: order ``order_id`` has ``leaves`` left
+        (None if the order is unknown)."""
+        state = self.orders.get(order_id)
+        if state is None:
+            return None
+        qty = ev.qty
+        price = ev.price
+        ts = ev.ts
+        cum_qty = state.cum_qty = state.cum_qty + qty
+        cum_value = state.cum_value = state.cum_value + price * qty
+        state.leaves = leaves
+        state.ts = ts
+        if leaves:
+            state.status = status = _PARTIALLY_FILLED
+            exec_type = _PARTIAL_FILL
+        else:
+            state.status = status = _FILLED
+            exec_type = _FILL
+            open_ids = self.open_by_account.get(state.base.account)
+            if open_ids is not None:
+                open_ids.discard(order_id)
+        return _replace(
+            state.base,
+            id=request_id,
+            exec_type=exec_type,
+            ord_status=status,
+            price=state.price,
+            qty=state.qty,
+            cum_qty=cum_qty,
+            leaves_qty=leaves,
+            cum_value=cum_value,
+            last_price=price,
+            last_qty=qty,
+            trade_id=ev.trade_id,
+            cash=ev.cash,
+            voucher=ev.voucher,
+            ts=ts,
+        )
 
     def cancelled(self, ev: OrderCancelled) -> p.ExecutionReport | None:
         state = self.orders.get(ev.order_id)
@@ -274,12 +362,9 @@ def report(
     state: OrderState, exec_type: p.ExecType, *, request_id: p.RequestId = None
 ) -> p.ExecutionReport:
     """An execution report of ``state`` as it is now (fills: ``OrderRegister.filled``)."""
-    base = state.base
-    if base is None:
-        base = state.base = _base(state)
     reason = state.reason
     return _replace(
-        base,
+        state.base,
         id=request_id,
         exec_type=exec_type,
         ord_status=state.status,

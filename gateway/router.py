@@ -17,11 +17,11 @@ them on the sessions that may see them:
 
 Every message goes out from here, so a client never sees a fill before the
 acknowledgement of its order. The answer to a request must carry the request's
-``id``: ``submit`` hands the service an ``Origin`` (the session and the
-request) with the command, and the service gives it back to the listener with
+``id``: ``submit`` posts the command to the service with an ``Origin`` (the
+session and the request), and the service gives it back to the listener with
 the command's events. A command the service could not apply (journal failed,
-integer too large, a fault) never reaches the listener; the origin answers it
-with an ``error`` from the future's done callback.
+integer too large, a fault) never reaches the listener; the service hands it
+to ``on_failure``, which answers the request with an ``error``.
 """
 
 from __future__ import annotations
@@ -65,44 +65,14 @@ _REPORTED = frozenset({cmd.NewOrder, cmd.CancelOrder, cmd.AmendOrder})  # answer
 _ORDERS = (p.Channel.ORDERS, "")
 _OPERATOR = Role.OPERATOR
 _replace = msgspec.structs.replace
+_encode = p.encode
+_TRADES = p.Channel.TRADES
+_ACCOUNTS = (p.Channel.ACCOUNTS, "")
 
 
-class Origin:
-    """A request waiting for the events of its command."""
-
-    __slots__ = ("request", "session")
-
-    def __init__(self, session: Session, request: p.Request) -> None:
-        self.session = session
-        self.request = request
-
-    def failed(self, future: asyncio.Future[list[Event]]) -> None:
-        """The future's done callback: answer a command the exchange did not apply.
-
-        An applied command was answered by the listener already.
-        """
-        if future.cancelled():
-            return
-        exc = future.exception()
-        if exc is None:
-            return
-        request_id = self.request.id
-        if isinstance(exc, ServiceStopped):
-            error = p.Error(id=request_id, code=p.ErrorCode.UNAVAILABLE, text=str(exc))
-        elif isinstance(exc, InvalidCommand):
-            error = p.Error(id=request_id, code=p.ErrorCode.INVALID_FIELD, text=str(exc))
-        else:
-            self.session.log.error(
-                "command_failed",
-                request=_request_name(self.request),
-                exc_info=(type(exc), exc, exc.__traceback__),
-            )
-            error = p.Error(
-                id=request_id,
-                code=p.ErrorCode.INTERNAL_ERROR,
-                text="internal error; nothing was changed",
-            )
-        self.session.send_message(error)
+Origin = tuple[Session, p.Request]
+"""A request waiting for the events of its command, and the connection that sent it
+(a plain tuple: one is made per order)."""
 
 
 def _request_name(request: p.Request) -> str:
@@ -145,6 +115,7 @@ class Router:
         self.pending_out: list[Session] = []  # sessions with output to write after the batch
         self._flush_handle: asyncio.Handle | None = None
         service.add_origin_listener(self.on_command)
+        service.add_failure_listener(self.on_failure)
 
     # --- sessions ------------------------------------------------------------------
 
@@ -265,15 +236,38 @@ class Router:
 
     def submit(self, session: Session, request: p.Request, command: cmd.Command) -> None:
         """Send a command to the exchange; its answer reaches ``session`` from the listener."""
-        origin = Origin(session, request)
         try:
-            future = self.service.submit_nowait(command, origin)
+            self.service.post(command, (session, request))
         except ServiceStopped as exc:
             session.send_message(
                 p.Error(id=request.id, code=p.ErrorCode.UNAVAILABLE, text=str(exc))
             )
+
+    def on_failure(self, command: cmd.Command, exc: BaseException, origin: Origin | None) -> None:
+        """Answer a command the exchange did not apply (the service's failure listener).
+
+        An applied command is answered by ``on_command``.
+        """
+        if origin is None:
             return
-        future.add_done_callback(origin.failed)
+        session, request = origin
+        request_id = request.id
+        if isinstance(exc, ServiceStopped):
+            error = p.Error(id=request_id, code=p.ErrorCode.UNAVAILABLE, text=str(exc))
+        elif isinstance(exc, InvalidCommand):
+            error = p.Error(id=request_id, code=p.ErrorCode.INVALID_FIELD, text=str(exc))
+        else:
+            session.log.error(
+                "command_failed",
+                request=_request_name(request),
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+            error = p.Error(
+                id=request_id,
+                code=p.ErrorCode.INTERNAL_ERROR,
+                text="internal error; nothing was changed",
+            )
+        session.send_message(error)
 
     # --- the listener ---------------------------------------------------------------
 
@@ -287,29 +281,73 @@ class Router:
         metrics = self.metrics
         cancelled = 0
         rejected = False
+        # Who asked: it gets its copy of a report with the request's id if the order
+        # is its account's, or if it is an operator's (``requester_account`` "");
+        # a counterparty's fill is not its business.
+        requester: Session | None = None
+        request_id: p.RequestId = None
+        requester_account = ""
+        if origin is not None:
+            requester = origin[0]
+            request_id = origin[1].id
+            principal = requester.principal
+            if principal is None:
+                requester = None
+            elif principal.role is not _OPERATOR:
+                requester_account = principal.account_id
+        # Balances are published after the batch only to someone who sees them.
+        private = self.private
+        watch_balances = bool(self.subscribers.get(_ACCOUNTS))
         for ev in events:
             match ev:
                 case Trade():
-                    buy, sell = register.filled(ev)
-                    self._report(buy, origin)
-                    self._report(sell, origin)
+                    buyer = ev.buyer
+                    seller = ev.seller
+                    to_buyer = to_seller = None
+                    if requester is not None:
+                        if not requester_account or requester_account == buyer:
+                            to_buyer = requester
+                        if not requester_account or requester_account == seller:
+                            to_seller = requester
+                    r = register.fill(
+                        ev, ev.buy_order_id, ev.buy_leaves, request_id if to_buyer else None
+                    )
+                    if r is not None:
+                        self._report(r, buyer, to_buyer)
+                    r = register.fill(
+                        ev, ev.sell_order_id, ev.sell_leaves, request_id if to_seller else None
+                    )
+                    if r is not None:
+                        self._report(r, seller, to_seller)
                     self._trade(ev)
-                    accounts.add(ev.buyer)
-                    accounts.add(ev.seller)
+                    if watch_balances or buyer in private:
+                        accounts.add(buyer)
+                    if watch_balances or seller in private:
+                        accounts.add(seller)
                     if ev.voucher_id:
                         vouchers.add(ev.voucher_id)
                     metrics.trades += 1
                     metrics.traded_gpu_hours += ev.qty
                 case OrderAccepted():
-                    self._report(register.accepted(ev), origin)
-                    accounts.add(ev.account)
+                    account = ev.account
+                    if requester is not None and (
+                        not requester_account or requester_account == account
+                    ):
+                        self._report(register.accepted(ev, request_id), account, requester)
+                    else:
+                        self._report(register.accepted(ev), account, None)
+                    if watch_balances or account in private:
+                        accounts.add(account)
                     if ev.voucher_id:
                         vouchers.add(ev.voucher_id)
                     self.touched.add(ev.instrument_id)
                     metrics.orders_accepted += 1
                 case OrderCancelled():
                     r = register.cancelled(ev)
-                    self._report(r, origin)
+                    if r is not None:
+                        self._requested_report(
+                            r, ev.account, requester, requester_account, request_id
+                        )
                     accounts.add(ev.account)
                     if r is not None and r.voucher_id:
                         vouchers.add(r.voucher_id)
@@ -318,7 +356,10 @@ class Router:
                     cancelled += 1
                 case OrderAmended():
                     r = register.amended(ev)
-                    self._report(r, origin)
+                    if r is not None:
+                        self._requested_report(
+                            r, ev.account, requester, requester_account, request_id
+                        )
                     accounts.add(ev.account)
                     if r is not None and r.voucher_id:
                         vouchers.add(r.voucher_id)
@@ -366,37 +407,47 @@ class Router:
     def _sessions_of(self, account: str) -> set[Session]:
         return self.by_account.get(account, set())
 
-    def _report(self, r: p.ExecutionReport | None, origin: Origin | None) -> None:
-        """Send a report to its account's connections and the ``orders`` watchers;
-        the requester's copy carries its request id."""
-        if r is None:
-            return
-        account = r.account
+    def _report(self, r: p.ExecutionReport, account: str, requester: Session | None) -> None:
+        """Send a report of ``account``'s order to that account's connections and the
+        ``orders`` watchers. ``requester`` gets ``r`` as it is (with its request's id);
+        every other connection gets it without an id."""
+        if requester is not None:
+            requester.send(_encode(r))
         targets = self.by_account.get(account)
         watchers = self.subscribers.get(_ORDERS)
         if watchers:
             targets = targets | watchers if targets else watchers
-        origin_session: Session | None = None
-        if origin is not None:
-            principal = origin.session.principal
-            # A counterparty's fill is not the requester's business.
-            if principal is not None and (
-                principal.account_id == account or principal.role is _OPERATOR
-            ):
-                origin_session = origin.session
-                origin_session.send(p.encode(_replace(r, id=origin.request.id)))
         if not targets:
             return
         plain: bytes | None = None
         for session in targets:
-            if session is origin_session:
+            if session is requester:
                 continue
             if plain is None:
-                plain = p.encode(r)
+                plain = _encode(r if r.id is None else _replace(r, id=None))
             session.send(plain)
 
+    def _requested_report(
+        self,
+        r: p.ExecutionReport,
+        account: str,
+        requester: Session | None,
+        requester_account: str,
+        request_id: p.RequestId,
+    ) -> None:
+        """``_report`` of a report made without the request's id (a cancel, an amend):
+        the requester's copy gets it if the order is its account's or it is an operator's.
+        """
+        if requester is not None and (not requester_account or requester_account == account):
+            if request_id is not None:
+                r = _replace(r, id=request_id)
+            self._report(r, account, requester)
+        else:
+            self._report(r, account, None)
+
     def _rejected(self, ev: Rejected, command: cmd.Command, origin: Origin | None) -> None:
-        request_id = origin.request.id if origin is not None else None
+        requester, request = origin if origin is not None else (None, None)
+        request_id = request.id if request is not None else None
         message: p.ServerMessage
         if isinstance(command, cmd.NewOrder):
             r = OrderRegister.rejected(ev, command)
@@ -405,12 +456,12 @@ class Router:
             if watchers:
                 plain = p.encode(r)
                 for session in watchers:
-                    if origin is None or session is not origin.session:
+                    if session is not requester:
                         session.send(plain)
         elif isinstance(command, _ORDER_COMMANDS):
             message = p.CancelReject(
                 id=request_id,
-                request=_request_name(origin.request) if origin else type(command).__name__,
+                request=_request_name(request) if request else type(command).__name__,
                 order_id=ev.order_id,
                 client_order_id=ev.client_order_id,
                 reason=ev.reason,
@@ -419,12 +470,12 @@ class Router:
         else:
             message = p.Rejected(
                 id=request_id,
-                request=_request_name(origin.request) if origin else type(command).__name__,
+                request=_request_name(request) if request else type(command).__name__,
                 reason=ev.reason,
                 text=p.REASON_TEXT.get(ev.reason, ev.reason),
             )
-        if origin is not None:
-            origin.session.send_message(message)
+        if requester is not None:
+            requester.send_message(message)
         elif isinstance(command, cmd.NewOrder):
             for session in self._sessions_of(ev.actor):
                 session.send_message(message)
@@ -432,11 +483,11 @@ class Router:
     def _answer(
         self, origin: Origin, command: cmd.Command, events: list[Event], cancelled: int
     ) -> None:
-        request = origin.request
+        requester, request = origin
         result: dict[str, int | str] = {}
         match command:
             case cmd.CancelAll():
-                origin.session.send_message(
+                requester.send_message(
                     p.CancelAllDone(
                         id=request.id, instrument_id=command.instrument_id, cancelled=cancelled
                     )
@@ -470,9 +521,7 @@ class Router:
                     result["amount"] = ev.amount
                 case _:
                     pass
-        origin.session.send_message(
-            p.Ack(id=request.id, request=_request_name(request), result=result)
-        )
+        requester.send_message(p.Ack(id=request.id, request=_request_name(request), result=result))
 
     # --- private data ---------------------------------------------------------------
 
@@ -582,8 +631,9 @@ class Router:
         built only for someone who receives them)."""
         md = self.marketdata
         md.record(ev)
-        if self.subscribers.get((p.Channel.TRADES, ev.instrument_id)):
-            self._publish((p.Channel.TRADES, ev.instrument_id), md.public_trade(ev))
+        key = (_TRADES, ev.instrument_id)
+        if self.subscribers.get(key):
+            self._publish(key, md.public_trade(ev))
         private = self.private
         if ev.buyer in private or ev.seller in private:
             self._deliver((ev.buyer, ev.seller), self.contract(ev))

@@ -74,7 +74,11 @@ class TokenBucket:
         self.stamp = clock()
 
     def take(self) -> bool:
-        now = self.clock()
+        """Take a token now, if there is one."""
+        return self.take_at(self.clock())
+
+    def take_at(self, now: float) -> bool:
+        """``take`` at ``now``, a reading of the bucket's clock the caller already has."""
         tokens = self.tokens + (now - self.stamp) * self.rate
         self.stamp = now
         if tokens > self.burst:

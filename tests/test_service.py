@@ -416,6 +416,68 @@ async def test_a_failed_command_reaches_no_listener_and_fails_its_future() -> No
     assert market.core.accounts["su1"].cash == 10_000_000
 
 
+async def test_post_hands_events_to_origin_listeners_and_makes_no_future() -> None:
+    svc, _, recorder = service(FakeClock(T0 + 1))
+    heard: list[tuple[int, object]] = []
+    failures: list[object] = []
+    svc.add_origin_listener(lambda seq, command, events, origin: heard.append((seq, origin)))
+    svc.add_failure_listener(lambda command, exc, origin: failures.append(origin))
+    async with svc:
+        svc.post(deposit(3), "request-1")
+        svc.post(buy("b1"), "request-2")
+        await asyncio.wait_for(svc.submit(deposit(4), origin="request-3"), GUARD)
+    assert heard == [(1, "request-1"), (2, "request-2"), (3, "request-3")]
+    assert [type(command) for _, command, _ in recorder.calls] == [c.Deposit, c.NewOrder, c.Deposit]
+    assert failures == []
+
+
+async def test_post_is_refused_at_once_when_not_running() -> None:
+    svc, _, _ = service(FakeClock(T0 + 1))
+    with pytest.raises(ServiceStopped):
+        svc.post(deposit(), "x")
+    await svc.start()
+    await svc.stop()
+    with pytest.raises(ServiceStopped):
+        svc.post(deposit(), "x")
+
+
+async def test_a_posted_command_that_fails_goes_to_the_failure_listeners_alone() -> None:
+    svc, market, recorder = service(FakeClock(T0 + 1), ListJournal(fail_from_batch=0))
+    heard: list[object] = []
+    failures: list[tuple[type[c.Command], BaseException, object]] = []
+    svc.add_origin_listener(lambda seq, command, events, origin: heard.append(origin))
+    svc.add_failure_listener(
+        lambda command, exc, origin: failures.append((type(command), exc, origin))
+    )
+    await svc.start()
+    svc.post(deposit(9), "doomed")
+    future = svc.submit_nowait(deposit(8), origin="with-future")
+    with pytest.raises(ServiceStopped, match="disk full"):
+        await asyncio.wait_for(future, GUARD)
+    await svc.stop()
+    # The posted command's failure reaches the failure listener; the submitted one's its future.
+    assert [(kind, origin) for kind, _, origin in failures] == [(c.Deposit, "doomed")]
+    assert isinstance(failures[0][1], ServiceStopped) and "disk full" in str(failures[0][1])
+    assert heard == [] and recorder.calls == []
+    assert market.core.accounts["su1"].cash == 10_000_000
+
+
+async def test_a_posted_command_the_journal_cannot_store_is_refused_alone(tmp_path: Path) -> None:
+    journal = Journal.open(tmp_path, fsync=False)
+    svc, market, recorder = service(FakeClock(T0 + 1), journal)
+    before = market.core.accounts["su1"].cash
+    failures: list[tuple[BaseException, object]] = []
+    svc.add_failure_listener(lambda command, exc, origin: failures.append((exc, origin)))
+    async with svc:
+        svc.post(c.CancelOrder(actor="su2", order_id=2**70), "too-big")
+        await asyncio.wait_for(svc.submit(deposit(5)), GUARD)
+    journal.close()
+    assert [origin for _, origin in failures] == ["too-big"]
+    assert isinstance(failures[0][0], InvalidCommand)
+    assert [type(command) for _, command, _ in recorder.calls] == [c.Deposit]
+    assert market.core.accounts["su1"].cash == before + 5
+
+
 async def test_remove_listener_removes_either_kind_and_refuses_a_stranger() -> None:
     svc, _, recorder = service(FakeClock(T0 + 1))
     heard: list[object] = []
