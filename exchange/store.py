@@ -48,6 +48,7 @@ or when no service is running.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime
 import errno
 import fcntl
@@ -431,6 +432,7 @@ class Store:
     def _fork(self, seq: int) -> None:
         """Fork a child that writes, verifies and retires; ``_reap`` hears from it."""
         read_fd, write_fd = os.pipe()
+        parent = os.getpid()
         try:
             with warnings.catch_warnings():
                 # Python 3.12+ warns of fork in a threaded process; the child only
@@ -443,12 +445,12 @@ class Store:
             self._snapshot_failed(seq, exc)
             return
         if pid == 0:
-            self._child_main(seq, write_fd)
+            self._child_main(seq, write_fd, parent)
         os.close(write_fd)
         os.set_blocking(read_fd, False)
         self._child = _Child(pid, seq, read_fd)
 
-    def _child_main(self, seq: int, report_fd: int) -> NoReturn:
+    def _child_main(self, seq: int, report_fd: int, parent: int) -> NoReturn:
         """In the forked child: write, verify and retire, report on the pipe, exit.
 
         Only this thread exists here, and locks that other threads of the parent
@@ -457,16 +459,20 @@ class Store:
         outcome goes to the parent as a JSON ``SnapshotReport`` (or an error
         text) on the pipe, and the exit status.
 
-        First it lets go of every file the parent had open but the pipe: the
-        data directory's ``LOCK`` (a restart must not find it held by an
-        orphaned writer), sockets (a connection the parent closes must end
-        now, not when this process does), the loop's epoll and wake-up fds,
-        the journal; 0, 1 and 2 are pointed at /dev/null.
+        First it has the kernel kill it when ``parent``, the exchange, ends
+        (see ``_die_with_parent``). Then it lets go of every file the parent
+        had open but the pipe: the data directory's ``LOCK`` (a restart must
+        not find it held by an orphaned writer), sockets (a connection the
+        parent closes must end now, not when this process does), the loop's
+        epoll and wake-up fds, the journal; 0, 1 and 2 are pointed at
+        /dev/null.
         """
         code = 1
         try:
             started = time.perf_counter()
-            parent = os.getppid()
+            _die_with_parent()
+            if os.getppid() != parent:  # it ended before that took hold
+                os._exit(3)
             gc.disable()  # a collection would touch, and so copy, every page of the image
             with contextlib.suppress(ValueError, OSError):
                 signal.set_wakeup_fd(-1)  # the parent's loop must not hear this process's signals
@@ -555,6 +561,34 @@ def _max_fd() -> int:
         return max(os.sysconf("SC_OPEN_MAX"), 256)
     except (ValueError, OSError):
         return 65_536
+
+
+def _libc_prctl() -> Callable[..., int] | None:
+    """libc's ``prctl`` (Linux), looked up here in the parent: a forked child
+    must not load libraries."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return prctl
+
+
+_PRCTL = _libc_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Have the kernel SIGKILL this (forked) process when its parent ends.
+
+    A snapshot writer that outlived a killed exchange would go on retiring
+    journal segments, no longer under the directory's lock, while a restart
+    reads them. Where there is no ``prctl`` the writer's own checks of its
+    parent are all there is.
+    """
+    if _PRCTL is not None and _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
 
 
 def _exit_cause(code: int | None) -> str:

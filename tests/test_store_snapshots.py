@@ -298,3 +298,51 @@ def _fds(pid: int) -> dict[str, str]:
         with contextlib.suppress(OSError):  # one closed meanwhile (listdir's own, say)
             held[fd] = os.readlink(f"/proc/{pid}/fd/{fd}")
     return held
+
+
+def _state(pid: int) -> str:
+    """A process's state letter from /proc ("Z": ended, not yet reaped), or "" if gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return ""
+    return next(line.split()[1] for line in status.splitlines() if line.startswith("State:"))
+
+
+@pytest.mark.skipif(store_module._PRCTL is None, reason="needs Linux prctl")
+def test_a_writer_dies_with_its_exchange(tmp_path: Path) -> None:
+    """A forked writer has the kernel kill it when the exchange process ends,
+    so it never retires journal segments behind a restart's back.
+
+    A stand-in exchange forks a writer that sets this up and then sleeps (30 s
+    at most); the exchange ends abruptly, and the writer must end with it.
+    """
+    pid_file = tmp_path / "writer.pid"
+    exchange = os.fork()
+    if exchange == 0:  # the stand-in exchange
+        code = 1
+        try:
+            writer = os.fork()
+            if writer == 0:
+                try:
+                    store_module._die_with_parent()
+                    pid_file.write_text(str(os.getpid()))
+                    time.sleep(30)
+                finally:
+                    os._exit(0)
+            while not pid_file.exists():
+                time.sleep(0.01)
+            code = 0
+        finally:
+            os._exit(code)  # ends without waiting for its writer, as a killed one would
+    _, status = os.waitpid(exchange, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    writer = int(pid_file.read_text())
+    try:
+        deadline = time.monotonic() + 10
+        while _state(writer) not in ("", "Z") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _state(writer) in ("", "Z")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(writer, signal.SIGKILL)
