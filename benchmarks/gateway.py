@@ -41,6 +41,15 @@ a floor. Runs in about a minute and a half and ends with one JSON line;
 ``--quick`` (2-second phases, one round, 500 subscribers) in about 20 seconds.
 
     python -m benchmarks.gateway [--seconds 6] [--rounds 3] [--subscribers 2000] [--quick]
+
+``--in-process BATCHES`` measures nothing itself: it feeds the same order
+frames straight into ``Dispatcher.receive`` for the eight accounts (sessions
+whose transports only count bytes; 16 orders per session per batch, then the
+loop turns until the exchange has applied them and the router has written
+the answers) and exits. Run under ``valgrind --tool=cachegrind`` with
+``BATCHES`` and with 0, the difference of the two instruction counts over
+``BATCHES * 128`` is the gateway's instructions per order in process, a
+figure that does not move with the machine's load (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -655,6 +664,96 @@ def _fanout(
     }
 
 
+# --- instructions per order, in process ---------------------------------------------------
+
+
+class _CountingTransport:
+    """A transport that takes every write and keeps only the byte count."""
+
+    def __init__(self) -> None:
+        self.written = 0
+
+    def write(self, data: bytes) -> None:
+        self.written += len(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return (16_384, 65_536)
+
+
+def _in_process(batches: int, per_session: int = 16) -> None:
+    """Order frames into ``Dispatcher.receive`` with no sockets (see the module doc)."""
+    import gc
+    import logging
+
+    import structlog
+
+    from exchange.core import ExchangeCore
+    from exchange.service import ExchangeService
+    from gateway import protocol as p
+    from gateway.auth import KeyStore, Principal
+    from gateway.dispatch import Dispatcher
+    from gateway.marketdata import MarketData
+    from gateway.metrics import Metrics
+    from gateway.orders import OrderRegister
+    from gateway.router import Router
+    from gateway.session import Session, SessionLimits
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+    async def main() -> None:
+        service = ExchangeService(ExchangeCore())
+        await service.start()
+        for command in bench_market(time.time_ns()):
+            await service.submit(command)
+        metrics = Metrics()
+        marketdata = MarketData(service.core)
+        register = OrderRegister.from_open_orders(service.core.orders)
+        router = Router(service, marketdata, register, metrics)
+        dispatcher = Dispatcher(router, KeyStore(None), metrics)
+        limits = SessionLimits(rate_limit=1e9, rate_burst=10**9)
+        sessions = []
+        for conn_id, account in enumerate((*BUYERS, *SELLERS), 1):
+            session = Session(
+                conn_id,
+                None,  # type: ignore[arg-type]  # no WebSocket: the transport is written directly
+                limits,
+                marketdata,
+                transport=_CountingTransport(),  # type: ignore[arg-type]
+                on_pending=router.notify,
+                on_close=router.detach,
+            )
+            router.attach(session)
+            role = service.core.accounts[account].role
+            dispatcher.login(session, Principal(account, role, "bench"))
+            router.unsubscribe(session, p.Channel.PRIVATE, "")
+            frames = [
+                _order_frame(account, 10_000_000 + n, n + 1).encode()
+                for n in range(batches * per_session)
+            ]
+            sessions.append((session, frames))
+        gc.collect()
+        gc.freeze()
+        receive = dispatcher.receive
+        for batch in range(batches):
+            for session, frames in sessions:
+                for frame in frames[batch * per_session : (batch + 1) * per_session]:
+                    receive(session, frame)
+            for _ in range(4):  # the batch task, then the flush
+                await asyncio.sleep(0)
+        await service.stop()
+        rejected = sum(metrics.rejections.values())
+        if rejected or service.queue_depth:
+            raise SystemExit(f"{rejected} orders rejected, {service.queue_depth} left queued")
+
+    asyncio.run(main())
+
+
 # --- main ---------------------------------------------------------------------------------
 
 
@@ -670,7 +769,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="a smoke run: 2-second phases, 1 round, 500 subscribers",
     )
+    parser.add_argument(
+        "--in-process",
+        type=int,
+        metavar="BATCHES",
+        help="no sockets: feed BATCHES batches of orders to the dispatcher, for cachegrind",
+    )
     args = parser.parse_args(argv)
+    if args.in_process is not None:
+        _use_fast_loop()
+        _in_process(args.in_process)
+        return 0
     if args.quick:
         args.seconds, args.rounds, args.subscribers = 2.0, 1, 500
     loop = _use_fast_loop()

@@ -44,6 +44,8 @@ OriginListener = Callable[[int, Command, list[Event], Any], None]
 (typed ``Any`` so that a listener may declare the type of origin its submitters pass)."""
 FailureListener = Callable[[Command, BaseException, Any], None]
 """``listener(command, exc, origin)``: a posted command was not applied, and why."""
+BatchListener = Callable[[int], None]
+"""``listener(last_seq)``: a batch is applied, up to and including ``last_seq``."""
 
 
 class Journal(Protocol):
@@ -104,6 +106,7 @@ class ExchangeService:
         self.failure: BaseException | None = None
         self._listeners: list[OriginListener] = []
         self._failure_listeners: list[FailureListener] = []
+        self._batch_listeners: list[BatchListener] = []
         # The queue: a deque and a future the batch task waits on while it is
         # empty (an asyncio.Queue costs several times as much per command).
         self._queue: deque[_Pending] = deque()
@@ -178,6 +181,15 @@ class ExchangeService:
         on the service's task; one that raises is logged and does not stop the others.
         """
         self._failure_listeners.append(listener)
+
+    def add_batch_listener(self, listener: BatchListener) -> None:
+        """Call ``listener(last_seq)`` after each batch, once every command of it is applied
+        and its listeners called (the place to send what a batch changed, in one go).
+
+        Called on the service's task; one that raises is logged and does not stop
+        the others.
+        """
+        self._batch_listeners.append(listener)
 
     def post(self, command: Command, origin: object) -> None:
         """Queue a command whose outcome the submitter learns from the listeners alone.
@@ -291,6 +303,11 @@ class ExchangeService:
                     listener(seq, command, events, origin)
                 except Exception:
                     log.exception("listener_fault", seq=seq)
+        for batch_listener in self._batch_listeners:
+            try:
+                batch_listener(self.seq)
+            except Exception:
+                log.exception("batch_listener_fault", seq=self.seq)
         applied = getattr(self.journal, "applied", None)
         if applied is not None:
             try:
@@ -353,6 +370,7 @@ class ExchangeService:
 
 __all__ = [
     "NEVER",
+    "BatchListener",
     "ExchangeService",
     "FailureListener",
     "InvalidCommand",

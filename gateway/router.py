@@ -116,11 +116,13 @@ class Router:
         self._flush_handle: asyncio.Handle | None = None
         service.add_origin_listener(self.on_command)
         service.add_failure_listener(self.on_failure)
+        service.add_batch_listener(self.on_batch)
 
     # --- sessions ------------------------------------------------------------------
 
     def notify(self, session: Session) -> None:
-        """A session has output queued: write it after the current batch (``on_pending``)."""
+        """A session has output queued (``on_pending``): write it at the end of the
+        current batch (``on_batch``), or soon if no batch is being applied."""
         self.pending_out.append(session)
         if self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
@@ -401,8 +403,11 @@ class Router:
                     pass
         if origin is not None and not rejected and type(command) not in _REPORTED:
             self._answer(origin, command, events, cancelled)
-        if self._flush_handle is None and (self.touched or accounts or vouchers):
-            self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
+
+    def on_batch(self, last_seq: int) -> None:
+        """A batch is applied: send what it changed now (the service's batch listener)."""
+        if self.pending_out or self.touched or self.dirty_accounts or self.dirty_vouchers:
+            self.flush()
 
     def _sessions_of(self, account: str) -> set[Session]:
         return self.by_account.get(account, set())
@@ -654,7 +659,9 @@ class Router:
     def flush(self) -> None:
         """After a batch: the latest balances and vouchers it changed, book updates,
         tickers; then every session's queued output, one write each."""
-        self._flush_handle = None
+        if self._flush_handle is not None:  # one notify scheduled has nothing left to do
+            self._flush_handle.cancel()  # (harmless if it is the one running now)
+            self._flush_handle = None
         for account_id in sorted(self.dirty_accounts):
             if account_id in self.core.accounts:
                 self._balance(account_id)

@@ -478,6 +478,25 @@ async def test_a_posted_command_the_journal_cannot_store_is_refused_alone(tmp_pa
     assert market.core.accounts["su1"].cash == before + 5
 
 
+async def test_batch_listeners_are_called_once_per_batch_after_its_command_listeners() -> None:
+    svc, _, _ = service(FakeClock(T0 + 1))
+    heard: list[tuple[str, int]] = []
+    svc.add_origin_listener(lambda seq, command, events, origin: heard.append(("command", seq)))
+    svc.add_batch_listener(lambda last_seq: heard.append(("batch", last_seq)))
+    async with svc:
+        for amount in (1, 2, 3):
+            svc.post(deposit(amount), None)  # queued together: one batch
+        await asyncio.wait_for(svc.submit(deposit(4)), GUARD)  # a batch of its own
+    assert heard == [
+        ("command", 1),
+        ("command", 2),
+        ("command", 3),
+        ("batch", 3),
+        ("command", 4),
+        ("batch", 4),
+    ]
+
+
 async def test_remove_listener_removes_either_kind_and_refuses_a_stranger() -> None:
     svc, _, recorder = service(FakeClock(T0 + 1))
     heard: list[object] = []
