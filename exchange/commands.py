@@ -27,7 +27,10 @@ from exchange.reference import (
 SYSTEM = "system"
 
 
-class _Command(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+# gc=False: a command holds numbers, strings, enums, a frozen spec and lists of
+# strings, and cannot change, so it is never part of a reference cycle; the
+# garbage collector need not track every command decoded or kept in a batch.
+class _Command(msgspec.Struct, frozen=True, kw_only=True, tag=True, gc=False):
     actor: str
     ts: int = 0
 
