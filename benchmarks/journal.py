@@ -9,9 +9,10 @@ with call auctions, and clock ticks; about a quarter of the commands trade.
 
 ``in_memory_commands_per_sec``
     ``ExchangeService`` with ``journal=None``: a client keeps ``--window``
-    commands in flight (``submit_nowait`` in waves, as the gateway submits,
-    the futures awaited together) until the stream is done. Queue, stamping,
-    ``core.apply``, futures: everything but the disk.
+    commands in flight (``submit_nowait`` in waves: a future per command and
+    no task, the futures awaited together) until the stream is done. Queue,
+    stamping, ``core.apply``, futures: everything but the disk. (The gateway
+    posts with ``post``, which makes no future; a client that awaits needs one.)
 ``durable_commands_per_sec``
     The same service and stream on ``open_store`` (fsync on, snapshots off):
     every batch the service takes is encoded, written and ``fdatasync``-ed as
@@ -91,7 +92,7 @@ SEED = 2024
 
 
 async def _drive(service: ExchangeService, commands: list[Command], window: int) -> None:
-    submit = service.submit_nowait  # as the gateway submits: a future, no task, per command
+    submit = service.submit_nowait  # a future, no task, per command
     for start in range(0, len(commands), window):
         await asyncio.gather(*[submit(c) for c in commands[start : start + window]])
 
