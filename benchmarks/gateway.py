@@ -713,7 +713,7 @@ def _in_process(batches: int, per_session: int = 16) -> None:
             await service.submit(command)
         metrics = Metrics()
         marketdata = MarketData(service.core)
-        register = OrderRegister.from_open_orders(service.core.orders)
+        register = OrderRegister.from_core(service.core)
         router = Router(service, marketdata, register, metrics)
         dispatcher = Dispatcher(router, KeyStore(None), metrics)
         limits = SessionLimits(rate_limit=1e9, rate_burst=10**9)

@@ -142,7 +142,7 @@ async def _exchange_ctx(app: web.Application) -> AsyncIterator[None]:
         gc.collect()
         gc.freeze()
         marketdata = MarketData(core, depth=config.book_depth, checksum_depth=config.checksum_depth)
-        router = Router(service, marketdata, OrderRegister.from_open_orders(core.orders), metrics)
+        router = Router(service, marketdata, OrderRegister.from_core(core), metrics)
         app[SERVICE] = service
         app[ROUTER] = router
         app[DISPATCHER] = Dispatcher(router, keys, metrics)

@@ -64,6 +64,8 @@ class Dispatcher:
         self.keys = keys
         self.metrics = metrics
         self.clock = clock
+        for tag in _TAGS.values():
+            metrics.requests.setdefault(tag, 0)
 
     # --- frames -------------------------------------------------------------------
 
@@ -87,7 +89,7 @@ class Dispatcher:
             self.refuse(session, p.refusal(data))
             return
         kind = type(request)
-        self.metrics.requests[_TAGS[kind]] += 1
+        self.metrics.requests[_TAGS[kind]] += 1  # every type is a key (see __init__)
         if not session.bucket.take_at(now):
             self.refuse(
                 session,

@@ -19,13 +19,15 @@ The state keeps only what changes, next to that report.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import msgspec
 
 from exchange import commands as cmd
-from exchange.book import Order
-from exchange.core import NEVER
+from exchange.core import NEVER, ExchangeCore
 from exchange.events import OrderAccepted, OrderAmended, OrderCancelled, Rejected, Trade
 from exchange.reasons import CancelReason
+from exchange.records import Account
 from exchange.reference import OrderType, Side, TimeInForce
 from gateway import protocol as p
 
@@ -126,25 +128,27 @@ _PARTIALLY_FILLED = p.OrdStatus.PARTIALLY_FILLED
 
 
 class OrderRegister:
-    """Order states by id, and each account's client order ids."""
+    """Order states by id, and each account's open order ids.
 
-    def __init__(self) -> None:
+    Client order ids are looked up in the core's own map of each account's
+    (``Account.client_order_ids``, which it keeps to refuse duplicates): a
+    second copy would cost an insertion into a dict as large as the order
+    history on every order.
+    """
+
+    def __init__(self, accounts: Mapping[str, Account]) -> None:
+        self.accounts = accounts
         self.orders: dict[int, OrderState] = {}
-        # account -> client order id -> order id. Nested rather than keyed by a
-        # (account, client order id) tuple: a dict of str to int is never tracked
-        # by the garbage collector, a dict of tuples is, and this one grows with
-        # every order.
-        self.by_client_id: dict[str, dict[str, int]] = {}
         self.open_by_account: dict[str, set[int]] = {}
 
     @classmethod
-    def from_open_orders(cls, orders: dict[int, Order]) -> OrderRegister:
-        """A register seeded with the open orders of a (recovered) core.
+    def from_core(cls, core: ExchangeCore) -> OrderRegister:
+        """A register of a (recovered) core's accounts, seeded with its open orders.
 
         Only limit orders rest, so every one of them is a LIMIT order.
         """
-        register = cls()
-        for order in orders.values():
+        register = cls(core.accounts)
+        for order in core.orders.values():
             expire_at = 0 if order.expire_at == NEVER else order.expire_at
             base = _ExecutionReport(
                 exec_type=_NEW,
@@ -175,10 +179,6 @@ class OrderRegister:
         order_id = base.order_id
         account = base.account
         self.orders[order_id] = state
-        client_ids = self.by_client_id.get(account)
-        if client_ids is None:
-            client_ids = self.by_client_id[account] = {}
-        client_ids[base.client_order_id] = order_id
         open_ids = self.open_by_account.get(account)
         if open_ids is None:
             open_ids = self.open_by_account[account] = set()
@@ -192,7 +192,8 @@ class OrderRegister:
     def find(self, account: str, order_id: int, client_order_id: str) -> OrderState | None:
         """An order of ``account`` by id or client order id (None if not theirs)."""
         if not order_id:
-            order_id = self.by_client_id.get(account, {}).get(client_order_id, 0)
+            owner = self.accounts.get(account)
+            order_id = owner.client_order_ids.get(client_order_id, 0) if owner else 0
         state = self.orders.get(order_id)
         if state is None or state.account != account:
             return None
@@ -260,7 +261,13 @@ class OrderRegister:
                 leaves_qty=qty,
                 ts=ts,
             )
-        self._add(OrderState(base, price, qty, qty, ts))
+        # _add, inline: this is on every order's path.
+        order_id = ev.order_id
+        self.orders[order_id] = OrderState(base, price, qty, qty, ts)
+        open_ids = self.open_by_account.get(ev.account)
+        if open_ids is None:
+            open_ids = self.open_by_account[ev.account] = set()
+        open_ids.add(order_id)
         return base
 
     def filled(

@@ -106,6 +106,10 @@ class Router:
         self.sessions: dict[int, Session] = {}
         self.by_account: dict[str, set[Session]] = {}
         self.subscribers: dict[tuple[p.Channel, str], set[Session]] = {}
+        # Looked at for every report and every command: bound once (a channel's
+        # set of subscribers, once made, is kept however many leave it).
+        self.order_watchers = self.subscribers.setdefault(_ORDERS, set())
+        self.balance_watchers = self.subscribers.setdefault(_ACCOUNTS, set())
         self.private: dict[str, set[Session]] = {}  # account -> its sessions on `private`
         # Sessions on `vouchers`: issuer account -> its sessions; "" -> operators' (see all).
         self.voucher_watchers: dict[str, set[Session]] = {}
@@ -299,7 +303,7 @@ class Router:
                 requester_account = principal.account_id
         # Balances are published after the batch only to someone who sees them.
         private = self.private
-        watch_balances = bool(self.subscribers.get(_ACCOUNTS))
+        watch_balances = bool(self.balance_watchers)
         for ev in events:
             match ev:
                 case Trade():
@@ -419,7 +423,7 @@ class Router:
         if requester is not None:
             requester.send(_encode(r))
         targets = self.by_account.get(account)
-        watchers = self.subscribers.get(_ORDERS)
+        watchers = self.order_watchers
         if watchers:
             targets = targets | watchers if targets else watchers
         if not targets:

@@ -40,6 +40,8 @@ async def test_health_metrics_and_reference_data(gateway: Gateway) -> None:
     assert "suanli_orders_accepted_total 2" in text
     assert "suanli_trades_total 1" in text
     assert 'suanli_protocol_errors_total{code="BAD_JSON"} 1' in text
+    assert 'suanli_requests_total{type="new_order"} 2' in text
+    assert 'suanli_requests_total{type="amend_order"} 0' in text  # every type, from 0
     assert "suanli_connections 3" in text
     assert "suanli_exchange_queue_depth 0" in text
     assert "suanli_journal_append_seconds_count" in text
