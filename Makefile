@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # The install compiles the core's hot modules with mypyc (setup.py), so it is
 # redone when they change; until then the package imports their sources.
-HOT := exchange/auction.py exchange/book.py exchange/core.py exchange/records.py  # = exchange.native.COMPILED
+HOT := exchange/auction.py exchange/book.py exchange/core.py exchange/records.py exchange/tables.py  # = exchange.native.COMPILED
 
 $(STAMP): pyproject.toml setup.py $(HOT)
 	$(PYTHON) -m venv $(VENV)

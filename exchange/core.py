@@ -74,6 +74,7 @@ from exchange.reference import (
     Side,
     TimeInForce,
 )
+from exchange.tables import IdTable
 from exchange.vouchers import BP, Programme, Voucher, VoucherClaim, calendar_year
 
 MAX_AMOUNT: Final = 10**15  # fen: no single deposit, withdrawal, voucher or budget is larger
@@ -223,7 +224,7 @@ class ExchangeCore:
         self.programmes: dict[str, Programme] = {}
         self.vouchers: dict[int, Voucher] = {}
         self.claims: dict[int, VoucherClaim] = {}
-        self.contracts: dict[int, Trade] = {}  # trade id -> the fill, which is the contract
+        self.contracts: IdTable[Trade] = IdTable()  # trade id -> the fill, which is the contract
         self.deposited = 0  # deposits minus withdrawals, fen: the conserved total
         self.next_order_id = 1
         self.next_trade_id = 1
@@ -431,7 +432,8 @@ class ExchangeCore:
         buying = side is _BUY
         if account.role is not (_STARTUP if buying else _PROVIDER):
             raise _Refused(Reason.NOT_PERMITTED)
-        if coid in account.client_order_ids:
+        known_ids = account.client_order_ids.shard(coid)  # where coid goes, if accepted
+        if coid in known_ids:
             raise _Refused(Reason.DUPLICATE_CLIENT_ORDER_ID)
         status = inst.status
         if status is not _OPEN:
@@ -525,7 +527,7 @@ class ExchangeCore:
             assert position is not None  # checked above
             position.free -= qty
             position.reserved += qty
-        account.client_order_ids[coid] = boxed_id
+        known_ids[coid] = boxed_id
         if not self.quiet:
             accepted = OrderAccepted(
                 stamp,

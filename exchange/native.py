@@ -26,7 +26,13 @@ from pathlib import Path
 from types import ModuleType
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-COMPILED = ("exchange.auction", "exchange.book", "exchange.core", "exchange.records")
+COMPILED = (
+    "exchange.auction",
+    "exchange.book",
+    "exchange.core",
+    "exchange.records",
+    "exchange.tables",
+)
 
 
 def source_digest(path: Path) -> str:

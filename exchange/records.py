@@ -20,6 +20,7 @@ from exchange.reference import (
     Role,
     Tier,
 )
+from exchange.tables import KeyMap
 
 S = TypeVar("S", bound=msgspec.Struct)
 
@@ -141,7 +142,7 @@ class Account(Record):
     cash_reserved: int
     positions: dict[str, Position]  # instrument id -> position, in order of opening
     related: set[str]
-    client_order_ids: dict[str, int]
+    client_order_ids: KeyMap  # every order's, kept for good to refuse duplicates
 
     def __init__(
         self,
@@ -181,7 +182,7 @@ class Account(Record):
         for instrument_id, qty in (holdings or {}).items():
             self.position(instrument_id).held = qty
         self.related = set() if related is None else related
-        self.client_order_ids = {} if client_order_ids is None else client_order_ids
+        self.client_order_ids = KeyMap(client_order_ids)
 
     def position(self, instrument_id: str) -> Position:
         """The position on an instrument, opened empty if there is none."""
@@ -210,7 +211,8 @@ class Account(Record):
         return {i: p.held for i, p in self.positions.items() if p.held}
 
     def state(self) -> AccountState:
-        return record_of(self, AccountState)
+        state = record_of(self, AccountState)
+        return msgspec.structs.replace(state, client_order_ids=self.client_order_ids.as_dict())
 
     @staticmethod
     def from_state(state: AccountState) -> Account:

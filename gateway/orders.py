@@ -29,6 +29,7 @@ from exchange.events import OrderAccepted, OrderAmended, OrderCancelled, Rejecte
 from exchange.reasons import CancelReason
 from exchange.records import Account
 from exchange.reference import OrderType, Side, TimeInForce
+from exchange.tables import IdTable
 from gateway import protocol as p
 
 
@@ -136,9 +137,10 @@ class OrderRegister:
     history on every order.
     """
 
-    def __init__(self, accounts: Mapping[str, Account]) -> None:
+    def __init__(self, accounts: Mapping[str, Account], next_order_id: int = 1) -> None:
         self.accounts = accounts
-        self.orders: dict[int, OrderState] = {}
+        # Every order's state for good: a table that grows without pauses.
+        self.orders: IdTable[OrderState] = IdTable(next_order_id)
         self.open_by_account: dict[str, set[int]] = {}
 
     @classmethod
@@ -147,7 +149,7 @@ class OrderRegister:
 
         Only limit orders rest, so every one of them is a LIMIT order.
         """
-        register = cls(core.accounts)
+        register = cls(core.accounts, core.next_order_id)
         for order in core.orders.values():
             expire_at = 0 if order.expire_at == NEVER else order.expire_at
             base = _ExecutionReport(

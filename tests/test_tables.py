@@ -1,0 +1,72 @@
+"""The tables that grow with every order behave as the dicts they replace."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from exchange.tables import SHARDS, IdTable, KeyMap
+
+
+def test_an_id_table_keeps_older_ids_apart_and_counts_each_id_once() -> None:
+    table: IdTable[str] = IdTable(10, [(3, "c"), (1, "a")])
+    table[10] = "x"
+    table[13] = "y"  # a gap: 11 and 12 are not in the table
+    table[10] = "x2"
+    assert len(table) == 4
+    assert table.keys() == [1, 3, 10, 13]
+    assert table.values() == ["a", "c", "x2", "y"]
+    assert table.items() == [(1, "a"), (3, "c"), (10, "x2"), (13, "y")]
+    assert list(table) == [1, 3, 10, 13]
+    assert table[3] == "c" and table.get(11) is None and table.get(2, "-") == "-"
+    assert 13 in table and 12 not in table and 0 not in table and "10" not in table
+    with pytest.raises(KeyError):
+        table[12]
+    assert table == {1: "a", 3: "c", 10: "x2", 13: "y"}
+    assert table != {1: "a"}
+    assert table == IdTable(1, [(13, "y"), (1, "a"), (10, "x2"), (3, "c")])
+
+
+@given(st.lists(st.tuples(st.integers(1, 200), st.integers()), max_size=60), st.integers(1, 100))
+def test_an_id_table_agrees_with_a_dict(writes: list[tuple[int, int]], start: int) -> None:
+    table: IdTable[int] = IdTable(start)
+    model: dict[int, int] = {}
+    for key, value in writes:
+        table[key] = value
+        model[key] = value
+        assert len(table) == len(model)
+    assert table.items() == sorted(model.items())
+    for key in range(0, 202):
+        assert table.get(key) == model.get(key)
+        assert (key in table) == (key in model)
+
+
+def test_a_key_map_spreads_its_keys_and_lists_them_by_key() -> None:
+    ids = KeyMap({"b": 2, "a": 1})
+    ids["c"] = 3
+    ids["a"] = 10
+    assert len(ids) == 3
+    assert ids.as_dict() == {"a": 10, "b": 2, "c": 3}
+    assert list(ids.as_dict()) == ["a", "b", "c"]  # by key, whatever the hash seed
+    assert list(ids) == ["a", "b", "c"]
+    assert ids["b"] == 2 and ids.get("z") is None and ids.get("z", 0) == 0
+    assert "c" in ids and "z" not in ids and 3 not in ids
+    with pytest.raises(KeyError):
+        ids["z"]
+    assert ids == {"a": 10, "b": 2, "c": 3} and ids == KeyMap({"c": 3, "b": 2, "a": 10})
+    many = KeyMap({f"order-{n}": n for n in range(20 * SHARDS)})
+    used = [len(shard) for shard in many._shards]
+    assert sum(used) == 20 * SHARDS and max(used) < 20 * SHARDS // 4  # spread, not one dict
+
+
+@given(st.lists(st.tuples(st.text(max_size=6), st.integers()), max_size=80))
+def test_a_key_map_agrees_with_a_dict(writes: list[tuple[str, int]]) -> None:
+    ids = KeyMap()
+    model: dict[str, int] = {}
+    for key, value in writes:
+        ids[key] = value
+        model[key] = value
+        assert len(ids) == len(model)
+        assert (key in ids) and ids.get(key) == value
+    assert ids.as_dict() == dict(sorted(model.items()))
