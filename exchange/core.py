@@ -768,7 +768,7 @@ class ExchangeCore:
             voucher_id,
             claim_id,
         )
-        self.contracts[boxed_id] = trade
+        self.contracts.add(boxed_id, trade)
         out.append(trade)
 
     def _release(self, order: Order) -> None:

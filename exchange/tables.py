@@ -10,8 +10,9 @@ ids, the gateway's order states by order id) use these instead:
   ids). Ids from ``start`` on index a list, which grows by appending (a
   ``realloc`` of pointers, no rehash); ids below ``start`` (those loaded at a
   restart) stay in a dict that is filled once.
-* ``KeyMap``: ``str`` keys spread over ``SHARDS`` dicts by hash, so each one
-  regrows at a 64th of the size (the same work in all, in small steps).
+* ``KeyMap``: ``str`` keys spread over ``SHARDS`` dicts by their last two
+  characters, so each one regrows at a fraction of the size (the same work
+  in all, in small steps).
 
 Both are compiled with the core (``exchange.native``).
 """
@@ -42,11 +43,21 @@ class IdTable(Generic[V]):
         for key, value in items:
             self[key] = value
 
+    def add(self, key: int, value: V) -> None:
+        """``self[key] = value``, by name: compiled callers call it directly."""
+        index = key - self._start
+        slots = self._slots
+        if index == len(slots):  # the next id: nearly every write
+            slots.append(value)
+            self._count += 1
+        else:
+            self[key] = value
+
     def __setitem__(self, key: int, value: V) -> None:
         index = key - self._start
         slots = self._slots
         size = len(slots)
-        if index == size:  # the next id: nearly every write
+        if index == size:
             slots.append(value)
             self._count += 1
             return
@@ -120,11 +131,16 @@ class IdTable(Generic[V]):
 
 
 class KeyMap:
-    """A ``str -> int`` map in ``SHARDS`` dicts chosen by the key's hash.
+    """A ``str -> int`` map in ``SHARDS`` dicts chosen by the key's last two characters.
+
+    Client order ids mostly differ at the end (counters, random suffixes), so
+    the shards fill evenly; ids that all end alike share one shard, which is
+    then just a dict. The characters rather than ``hash()``: compiled, a hash
+    is boxed into a Python int on every call, and the shards do not depend on
+    the process's hash seed.
 
     ``shard(key)`` is the dict that holds ``key`` if anyone does: the order
-    path looks a new client order id up there and later adds it there, one
-    hash for both.
+    path looks a new client order id up there and later adds it there.
     """
 
     def __init__(self, items: dict[str, int] | None = None) -> None:
@@ -134,19 +150,22 @@ class KeyMap:
                 self[key] = value
 
     def shard(self, key: str) -> dict[str, int]:
-        return self._shards[hash(key) & (SHARDS - 1)]
+        size = len(key)
+        if size >= 2:
+            return self._shards[(ord(key[size - 1]) + 31 * ord(key[size - 2])) & (SHARDS - 1)]
+        return self._shards[ord(key) & (SHARDS - 1) if size else 0]
 
     def __setitem__(self, key: str, value: int) -> None:
-        self._shards[hash(key) & (SHARDS - 1)][key] = value
+        self.shard(key)[key] = value
 
     def get(self, key: str, default: int | None = None) -> int | None:
-        return self._shards[hash(key) & (SHARDS - 1)].get(key, default)
+        return self.shard(key).get(key, default)
 
     def __getitem__(self, key: str) -> int:
-        return self._shards[hash(key) & (SHARDS - 1)][key]
+        return self.shard(key)[key]
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and key in self._shards[hash(key) & (SHARDS - 1)]
+        return isinstance(key, str) and key in self.shard(key)
 
     def __len__(self) -> int:
         return sum(len(shard) for shard in self._shards)
@@ -155,8 +174,7 @@ class KeyMap:
         return iter(self.as_dict())
 
     def as_dict(self) -> dict[str, int]:
-        """Every entry, by key: an order that does not depend on the process's
-        string hashing, so a snapshot's bytes do not either."""
+        """Every entry, by key (a snapshot lists them so, whatever order they came in)."""
         merged: dict[str, int] = {}
         for shard in self._shards:
             merged.update(shard)

@@ -11,8 +11,8 @@ from exchange.tables import SHARDS, IdTable, KeyMap
 
 def test_an_id_table_keeps_older_ids_apart_and_counts_each_id_once() -> None:
     table: IdTable[str] = IdTable(10, [(3, "c"), (1, "a")])
-    table[10] = "x"
-    table[13] = "y"  # a gap: 11 and 12 are not in the table
+    table.add(10, "x")  # the next id
+    table.add(13, "y")  # a gap: 11 and 12 are not in the table
     table[10] = "x2"
     assert len(table) == 4
     assert table.keys() == [1, 3, 10, 13]
@@ -32,8 +32,11 @@ def test_an_id_table_keeps_older_ids_apart_and_counts_each_id_once() -> None:
 def test_an_id_table_agrees_with_a_dict(writes: list[tuple[int, int]], start: int) -> None:
     table: IdTable[int] = IdTable(start)
     model: dict[int, int] = {}
-    for key, value in writes:
-        table[key] = value
+    for n, (key, value) in enumerate(writes):
+        if n % 2:
+            table[key] = value
+        else:
+            table.add(key, value)
         model[key] = value
         assert len(table) == len(model)
     assert table.items() == sorted(model.items())
@@ -48,13 +51,15 @@ def test_a_key_map_spreads_its_keys_and_lists_them_by_key() -> None:
     ids["a"] = 10
     assert len(ids) == 3
     assert ids.as_dict() == {"a": 10, "b": 2, "c": 3}
-    assert list(ids.as_dict()) == ["a", "b", "c"]  # by key, whatever the hash seed
+    assert list(ids.as_dict()) == ["a", "b", "c"]  # by key, not by arrival
     assert list(ids) == ["a", "b", "c"]
     assert ids["b"] == 2 and ids.get("z") is None and ids.get("z", 0) == 0
     assert "c" in ids and "z" not in ids and 3 not in ids
     with pytest.raises(KeyError):
         ids["z"]
     assert ids == {"a": 10, "b": 2, "c": 3} and ids == KeyMap({"c": 3, "b": 2, "a": 10})
+    ids[""] = 0  # any string is a key, the empty one too
+    assert ids.get("") == 0 and ids.shard("") is ids.shard("")
     many = KeyMap({f"order-{n}": n for n in range(20 * SHARDS)})
     used = [len(shard) for shard in many._shards]
     assert sum(used) == 20 * SHARDS and max(used) < 20 * SHARDS // 4  # spread, not one dict
