@@ -189,7 +189,15 @@ async def _heartbeat_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _heartbeats(app: web.Application) -> None:
-    """Send each connection a heartbeat; close those the client has left silent."""
+    """Send each connection a heartbeat and a WebSocket ping; close those the client
+    has left silent.
+
+    The pings are sent here rather than by aiohttp's ``heartbeat=``, which re-arms
+    a timer for a connection on every loop turn that brings it data. aiohttp
+    consumes pongs (autoping) before the handler sees them, so only a message
+    counts as hearing from the client: the idle check closes a dead peer, and
+    one that only answers pings, alike.
+    """
     limits = app[CONFIG].session
     while True:
         await asyncio.sleep(limits.heartbeat_interval)
@@ -203,6 +211,7 @@ async def _heartbeats(app: web.Application) -> None:
                 session.close(p.CloseCode.IDLE_TIMEOUT)
             else:
                 session.send(beat)
+                session.ping()
 
 
 async def _close_websockets(app: web.Application) -> None:
@@ -254,8 +263,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     principal = principal_of(request)
     if len(router.sessions) >= config.max_connections:
         raise web.HTTPServiceUnavailable(text="too many connections")
-    ws = web.WebSocketResponse(
-        heartbeat=limits.heartbeat_interval,
+    ws = web.WebSocketResponse(  # no heartbeat=: the pings come from _heartbeats
         max_msg_size=max(limits.max_frame_bytes * 16, 1 << 20),
         compress=False,
         autoping=True,

@@ -14,6 +14,9 @@ slow reader gets the latest state instead of a growing backlog:
   snapshot's ``seq``; it never sees a stale book.
 * **Tickers.** Only the latest ticker of an instrument waits in the queue.
 
+``ping`` queues a WebSocket ping control frame in the same queue, so it goes
+out between whole frames and in order with the rest.
+
 Messages that cannot be conflated (execution reports, trades, balances) are
 never dropped. If the queue still grows past ``outbox_hard`` while the socket
 takes no more, the consumer is hopeless: the session closes with ``4003 slow
@@ -113,6 +116,8 @@ _HEADERS = [text_frame_header(size) for size in range(_SMALL_FRAME)]  # made onc
 _Item = bytes | tuple[str, str]
 _BOOK = "book"
 _TICKER = "ticker"
+_PING = ("ping", "")  # a queued ping control frame (a mark, so it gets no text header)
+_PING_FRAME = b"\x89\x00"  # final ping frame, empty payload, unmasked (RFC 6455, 5.5.2)
 
 
 class Session:
@@ -290,6 +295,20 @@ class Session:
         self.outbox.append(key)
         self._queued()
 
+    def ping(self) -> None:
+        """Queue a WebSocket ping (at most one waits at a time).
+
+        The session writes its frames to the transport itself, so the ping
+        joins the queue instead of going through aiohttp's writer (a coroutine
+        a ping): it goes out whole, in order, in the same write as the frames
+        before it, and waits with them while the socket is backed up.
+        """
+        if self.closing or _PING in self.marked:
+            return
+        self.marked.add(_PING)
+        self.outbox.append(_PING)
+        self._queued()
+
     def _resolve(self, mark: tuple[str, str]) -> bytes:
         """The latest state a conflation mark stands for (b"" if nothing is due)."""
         self.marked.discard(mark)
@@ -330,7 +349,12 @@ class Session:
         headers = _HEADERS
         while outbox and budget > 0:
             item = take()
-            if isinstance(item, tuple):  # a conflation mark
+            if isinstance(item, tuple):  # a conflation mark, or a ping
+                if item is _PING:
+                    self.marked.discard(_PING)
+                    append(_PING_FRAME)
+                    budget -= 2
+                    continue
                 data = self._resolve(item)
                 if not data:
                     continue
