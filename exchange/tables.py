@@ -6,15 +6,15 @@ about 40, and the pauses grow with the exchange's age. The maps kept for the
 exchange's whole life (contracts by trade id, each account's client order
 ids, the gateway's order states by order id) use these instead:
 
-* ``IdTable``: values by ids handed out in increasing order (order ids, trade
-  ids). Ids from ``start`` on index a list, which grows by appending (a
-  ``realloc`` of pointers, no rehash); ids below ``start`` (those loaded at a
-  restart) stay in a dict that is filled once.
+* ``IdTable``: values by ids handed out by a counter (order ids, trade ids),
+  in dicts of 4,096 consecutive ids: each stops growing when it is full.
 * ``KeyMap``: ``str`` keys spread over ``SHARDS`` dicts by their last two
   characters, so each one regrows at a fraction of the size (the same work
   in all, in small steps).
 
-Both are compiled with the core (``exchange.native``).
+Both hold their entries in dicts of ints, strings and ``gc=False`` values,
+which the garbage collector does not track, so however large they grow no
+collection walks them. Both are compiled with the core (``exchange.native``).
 """
 
 from __future__ import annotations
@@ -25,98 +25,80 @@ from typing import Final, Generic, TypeVar
 V = TypeVar("V")
 
 SHARDS: Final = 64
+CHUNK_BITS: Final = 12  # an IdTable's dicts hold 4,096 consecutive ids each
 
 
 class IdTable(Generic[V]):
-    """A map from ids to values, for ids handed out in increasing order.
+    """A map from int ids to values, for ids handed out by a counter.
 
-    Any int key is accepted; ids from ``start`` on are kept in a list with
-    ``None`` for ids that are not in the table, so a sparse run of large ids
-    would cost memory: the table is for counters such as order and trade ids.
+    The values live in dicts of ``CHUNK`` consecutive ids each: none ever
+    regrows past that size, and a dict of ints and untracked values (the
+    core's events and records are ``gc=False``) is left alone by the garbage
+    collector, where a list of a million entries would be walked by every
+    full collection.
     """
 
-    def __init__(self, start: int = 1, items: Iterable[tuple[int, V]] = ()) -> None:
-        self._start = start
-        self._older: dict[int, V] = {}
-        self._slots: list[V | None] = []
-        self._count = 0
+    def __init__(self, items: Iterable[tuple[int, V]] = ()) -> None:
+        self._last: dict[int, V] = {}  # the chunk written last, and its number
+        self._last_no = 0
+        self._chunks: dict[int, dict[int, V]] = {0: self._last}
         for key, value in items:
-            self[key] = value
+            self.add(key, value)
 
     def add(self, key: int, value: V) -> None:
         """``self[key] = value``, by name: compiled callers call it directly."""
-        index = key - self._start
-        slots = self._slots
-        if index == len(slots):  # the next id: nearly every write
-            slots.append(value)
-            self._count += 1
+        number = key >> CHUNK_BITS
+        if number == self._last_no:
+            chunk = self._last
         else:
-            self[key] = value
+            found = self._chunks.get(number)
+            if found is None:
+                found = self._chunks[number] = {}
+            chunk = self._last = found
+            self._last_no = number
+        chunk[key] = value
 
     def __setitem__(self, key: int, value: V) -> None:
-        index = key - self._start
-        slots = self._slots
-        size = len(slots)
-        if index == size:
-            slots.append(value)
-            self._count += 1
-            return
-        if index < 0:
-            if key not in self._older:
-                self._count += 1
-            self._older[key] = value
-            return
-        if index < size:
-            if slots[index] is None:
-                self._count += 1
-            slots[index] = value
-            return
-        if index > size:
-            slots.extend([None] * (index - size))
-        slots.append(value)
-        self._count += 1
+        self.add(key, value)
 
     def get(self, key: int, default: V | None = None) -> V | None:
-        index = key - self._start
-        if index < 0:
-            return self._older.get(key, default)
-        if index < len(self._slots):
-            value = self._slots[index]
-            if value is not None:
-                return value
-        return default
+        chunk = self._chunks.get(key >> CHUNK_BITS)
+        if chunk is None:
+            return default
+        return chunk.get(key, default)
 
     def __getitem__(self, key: int) -> V:
-        value = self.get(key)
-        if value is None:
+        chunk = self._chunks.get(key >> CHUNK_BITS)
+        if chunk is None:
             raise KeyError(key)
-        return value
+        return chunk[key]
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, int) and self.get(key) is not None
+        if not isinstance(key, int):
+            return False
+        chunk = self._chunks.get(key >> CHUNK_BITS)
+        return chunk is not None and key in chunk
 
     def __len__(self) -> int:
-        return self._count
+        return sum(len(chunk) for chunk in self._chunks.values())
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.keys())
 
     def keys(self) -> list[int]:
         """Every id in the table, in increasing order."""
-        start = self._start
-        return sorted(self._older) + [
-            start + index for index, value in enumerate(self._slots) if value is not None
-        ]
+        return [key for key, _ in self.items()]
 
     def values(self) -> list[V]:
         """Every value, in increasing order of id."""
-        older = self._older
-        return [older[key] for key in sorted(older)] + [
-            value for value in self._slots if value is not None
-        ]
+        return [value for _, value in self.items()]
 
     def items(self) -> list[tuple[int, V]]:
-        return list(zip(self.keys(), self.values(), strict=True))
+        chunks = self._chunks
+        out: list[tuple[int, V]] = []
+        for number in sorted(chunks):
+            out.extend(sorted(chunks[number].items(), key=_first))
+        return out
 
     def __eq__(self, other: object) -> bool:
         """Equal to a table or a dict with the same items."""
@@ -128,6 +110,10 @@ class IdTable(Generic[V]):
 
     def __repr__(self) -> str:
         return f"IdTable({dict(self.items())!r})"
+
+
+def _first(item: tuple[int, object]) -> int:
+    return item[0]
 
 
 class KeyMap:

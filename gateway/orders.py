@@ -137,10 +137,10 @@ class OrderRegister:
     history on every order.
     """
 
-    def __init__(self, accounts: Mapping[str, Account], next_order_id: int = 1) -> None:
+    def __init__(self, accounts: Mapping[str, Account]) -> None:
         self.accounts = accounts
         # Every order's state for good: a table that grows without pauses.
-        self.orders: IdTable[OrderState] = IdTable(next_order_id)
+        self.orders: IdTable[OrderState] = IdTable()
         self.open_by_account: dict[str, set[int]] = {}
 
     @classmethod
@@ -149,7 +149,7 @@ class OrderRegister:
 
         Only limit orders rest, so every one of them is a LIMIT order.
         """
-        register = cls(core.accounts, core.next_order_id)
+        register = cls(core.accounts)
         for order in core.orders.values():
             expire_at = 0 if order.expire_at == NEVER else order.expire_at
             base = _ExecutionReport(

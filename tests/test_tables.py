@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -9,8 +11,8 @@ from hypothesis import strategies as st
 from exchange.tables import SHARDS, IdTable, KeyMap
 
 
-def test_an_id_table_keeps_older_ids_apart_and_counts_each_id_once() -> None:
-    table: IdTable[str] = IdTable(10, [(3, "c"), (1, "a")])
+def test_an_id_table_lists_by_id_and_counts_each_id_once() -> None:
+    table: IdTable[str] = IdTable([(3, "c"), (1, "a")])
     table.add(10, "x")  # the next id
     table.add(13, "y")  # a gap: 11 and 12 are not in the table
     table[10] = "x2"
@@ -25,12 +27,15 @@ def test_an_id_table_keeps_older_ids_apart_and_counts_each_id_once() -> None:
         table[12]
     assert table == {1: "a", 3: "c", 10: "x2", 13: "y"}
     assert table != {1: "a"}
-    assert table == IdTable(1, [(13, "y"), (1, "a"), (10, "x2"), (3, "c")])
+    assert table == IdTable([(13, "y"), (1, "a"), (10, "x2"), (3, "c")])
+    far = 1 << 40  # a sparse id costs one more chunk, not a run of empty slots
+    table[far] = "z"
+    assert table.keys()[-1] == far and table[far] == "z" and len(table) == 5
 
 
-@given(st.lists(st.tuples(st.integers(1, 200), st.integers()), max_size=60), st.integers(1, 100))
-def test_an_id_table_agrees_with_a_dict(writes: list[tuple[int, int]], start: int) -> None:
-    table: IdTable[int] = IdTable(start)
+@given(st.lists(st.tuples(st.integers(-5, 20_000), st.integers()), max_size=60))
+def test_an_id_table_agrees_with_a_dict(writes: list[tuple[int, int]]) -> None:
+    table: IdTable[int] = IdTable()
     model: dict[int, int] = {}
     for n, (key, value) in enumerate(writes):
         if n % 2:
@@ -40,9 +45,17 @@ def test_an_id_table_agrees_with_a_dict(writes: list[tuple[int, int]], start: in
         model[key] = value
         assert len(table) == len(model)
     assert table.items() == sorted(model.items())
-    for key in range(0, 202):
+    for key in {*model, -6, 0, 4095, 4096, 20_001}:
         assert table.get(key) == model.get(key)
         assert (key in table) == (key in model)
+
+
+def test_the_collector_does_not_walk_the_tables() -> None:
+    """Their dicts hold only untracked objects, so a full collection skips them."""
+    table: IdTable[str] = IdTable((n, str(n)) for n in range(10_000))
+    ids = KeyMap({str(n): n for n in range(10_000)})
+    assert not any(gc.is_tracked(chunk) for chunk in table._chunks.values())
+    assert not any(gc.is_tracked(shard) for shard in ids._shards)
 
 
 def test_a_key_map_spreads_its_keys_and_lists_them_by_key() -> None:
