@@ -223,7 +223,7 @@ class ExchangeCore:
         self.orders: dict[int, Order] = {}  # open orders
         self.programmes: dict[str, Programme] = {}
         self.vouchers: dict[int, Voucher] = {}
-        self.claims: dict[int, VoucherClaim] = {}
+        self.claims: IdTable[VoucherClaim] = IdTable()
         self.contracts: IdTable[Trade] = IdTable()  # trade id -> the fill, which is the contract
         self.deposited = 0  # deposits minus withdrawals, fen: the conserved total
         self.next_order_id = 1
@@ -728,15 +728,18 @@ class ExchangeCore:
                 voucher.spent += voucher_part
                 claim_id = self.next_claim_id
                 self.next_claim_id = claim_id + 1
-                self.claims[claim_id] = VoucherClaim(
-                    claim_id=claim_id,
-                    contract_id=trade_id,
-                    voucher_id=voucher.voucher_id,
-                    programme_id=voucher.programme_id,
-                    issuer=voucher.issuer,
-                    provider=sell.account,
-                    amount=voucher_part,
-                    created_at=self.now,
+                self.claims.add(
+                    claim_id,
+                    VoucherClaim(
+                        claim_id=claim_id,
+                        contract_id=trade_id,
+                        voucher_id=voucher.voucher_id,
+                        programme_id=voucher.programme_id,
+                        issuer=voucher.issuer,
+                        provider=sell.account,
+                        amount=voucher_part,
+                        created_at=self.now,
+                    ),
                 )
         cash = value - voucher_part
         buy.cash_reserved -= cash

@@ -269,7 +269,7 @@ def _core(state: _StateV1) -> ExchangeCore:
     core.orders = orders
     core.programmes = {p.programme_id: p for p in state.programmes}
     core.vouchers = {v.voucher_id: v for v in state.vouchers}
-    core.claims = {c.claim_id: c for c in state.claims}
+    core.claims = IdTable((c.claim_id, c) for c in state.claims)
     core.contracts = IdTable((t.trade_id, t) for t in state.contracts)
     core.deposited = state.deposited
     core.next_order_id = state.next_order_id
