@@ -31,8 +31,8 @@ CHUNK_BITS: Final = 12  # an IdTable's dicts hold 4,096 consecutive ids each
 class IdTable(Generic[V]):
     """A map from int ids to values, for ids handed out by a counter.
 
-    The values live in dicts of ``CHUNK`` consecutive ids each: none ever
-    regrows past that size, and a dict of ints and untracked values (the
+    The values live in dicts of ``1 << CHUNK_BITS`` consecutive ids each: none
+    ever regrows past that size, and a dict of ints and untracked values (the
     core's events and records are ``gc=False``) is left alone by the garbage
     collector, where a list of a million entries would be walked by every
     full collection.

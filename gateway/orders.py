@@ -263,13 +263,7 @@ class OrderRegister:
                 leaves_qty=qty,
                 ts=ts,
             )
-        # _add, inline: this is on every order's path.
-        order_id = ev.order_id
-        self.orders[order_id] = OrderState(base, price, qty, qty, ts)
-        open_ids = self.open_by_account.get(ev.account)
-        if open_ids is None:
-            open_ids = self.open_by_account[ev.account] = set()
-        open_ids.add(order_id)
+        self._add(OrderState(base, price, qty, qty, ts))
         return base
 
     def filled(

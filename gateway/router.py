@@ -461,7 +461,7 @@ class Router:
         if isinstance(command, cmd.NewOrder):
             r = OrderRegister.rejected(ev, command)
             message = msgspec.structs.replace(r, id=request_id)
-            watchers = self.subscribers.get(_ORDERS)
+            watchers = self.order_watchers
             if watchers:
                 plain = p.encode(r)
                 for session in watchers:
