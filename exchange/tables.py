@@ -26,6 +26,7 @@ V = TypeVar("V")
 
 SHARDS: Final = 64
 CHUNK_BITS: Final = 12  # an IdTable's dicts hold 4,096 consecutive ids each
+_NO_CHUNK: Final = -(1 << 62)  # no id that fits the journal's 64 bits is in this chunk
 
 
 class IdTable(Generic[V]):
@@ -39,14 +40,22 @@ class IdTable(Generic[V]):
     """
 
     def __init__(self, items: Iterable[tuple[int, V]] = ()) -> None:
+        self._chunks: dict[int, dict[int, V]] = {}
         self._last: dict[int, V] = {}  # the chunk written last, and its number
-        self._last_no = 0
-        self._chunks: dict[int, dict[int, V]] = {0: self._last}
+        self._last_no = _NO_CHUNK
+        # While every new id is above the ones before (a counter's are), the
+        # dicts' own order is the ids' order and listing them needs no sort.
+        self._top = -(1 << 62)
+        self._ordered = True
         for key, value in items:
             self.add(key, value)
 
     def add(self, key: int, value: V) -> None:
         """``self[key] = value``, by name: compiled callers call it directly."""
+        if key > self._top:
+            self._top = key
+        elif self._ordered and key not in self:
+            self._ordered = False
         number = key >> CHUNK_BITS
         if number == self._last_no:
             chunk = self._last
@@ -87,17 +96,28 @@ class IdTable(Generic[V]):
 
     def keys(self) -> list[int]:
         """Every id in the table, in increasing order."""
-        return [key for key, _ in self.items()]
+        if not self._ordered:
+            return [key for key, _ in self.items()]
+        out: list[int] = []
+        for chunk in self._chunks.values():
+            out.extend(chunk)
+        return out
 
     def values(self) -> list[V]:
         """Every value, in increasing order of id."""
-        return [value for _, value in self.items()]
+        if not self._ordered:
+            return [value for _, value in self.items()]
+        out: list[V] = []
+        for chunk in self._chunks.values():
+            out.extend(chunk.values())
+        return out
 
     def items(self) -> list[tuple[int, V]]:
-        chunks = self._chunks
         out: list[tuple[int, V]] = []
-        for number in sorted(chunks):
-            out.extend(sorted(chunks[number].items(), key=_first))
+        for chunk in self._chunks.values():
+            out.extend(chunk.items())
+        if not self._ordered:
+            out.sort(key=_first)
         return out
 
     def __eq__(self, other: object) -> bool:
@@ -160,11 +180,16 @@ class KeyMap:
         return iter(self.as_dict())
 
     def as_dict(self) -> dict[str, int]:
-        """Every entry, by key (a snapshot lists them so, whatever order they came in)."""
+        """Every entry, shard by shard, each in the order its keys came.
+
+        A map rebuilt from this dict lists its entries in the same order, so
+        a snapshot of a recovered exchange has the same bytes as the one it
+        was recovered from.
+        """
         merged: dict[str, int] = {}
         for shard in self._shards:
             merged.update(shard)
-        return {key: merged[key] for key in sorted(merged)}
+        return merged
 
     def items(self) -> list[tuple[str, int]]:
         return list(self.as_dict().items())
