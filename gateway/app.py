@@ -39,6 +39,7 @@ from gateway import protocol as p
 from gateway.auth import KeyStore, Principal
 from gateway.config import GatewayConfig
 from gateway.dispatch import Dispatcher
+from gateway.inbound import WebSocket
 from gateway.marketdata import MarketData
 from gateway.metrics import Metrics, TimedJournal
 from gateway.orders import OrderRegister
@@ -263,7 +264,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     principal = principal_of(request)
     if len(router.sessions) >= config.max_connections:
         raise web.HTTPServiceUnavailable(text="too many connections")
-    ws = web.WebSocketResponse(  # no heartbeat=: the pings come from _heartbeats
+    ws = WebSocket(  # no heartbeat=: the pings come from _heartbeats
         max_msg_size=max(limits.max_frame_bytes * 16, 1 << 20),
         compress=False,
         autoping=True,
@@ -309,16 +310,27 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             checksum_depth=config.checksum_depth,
         )
     )
-    receive = ws.receive
     handle = dispatcher.receive
+
+    def on_text(data: str) -> None:
+        if session.closing:
+            return
+        try:
+            handle(session, data)
+        except Exception:  # a fault, not bad input: close this connection only
+            session.log.exception("request failed")
+            session.close(p.CloseCode.INTERNAL_ERROR)
+
+    if ws.inbox is not None:
+        ws.inbox.on_text = on_text  # text frames from now on skip ``receive`` (gateway.inbound)
+    receive = ws.receive
     try:
         # ``receive`` itself rather than ``async for``: one coroutine a frame, not two.
         while True:
             msg = await receive()
             kind = msg.type
             if kind is _TEXT:
-                if not session.closing:
-                    handle(session, msg.data)
+                on_text(msg.data)
             elif kind is WSMsgType.BINARY:
                 if not session.closing:
                     dispatcher.binary(session)

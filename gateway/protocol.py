@@ -101,6 +101,7 @@ class CloseCode(enum.IntEnum):
 
     GOING_AWAY = 1001  # the server is shutting down
     MESSAGE_TOO_BIG = 1009  # a frame above the hard limit (closed by the transport)
+    INTERNAL_ERROR = 1011  # the gateway failed handling a request (a fault, logged)
     IDLE_TIMEOUT = 4001  # nothing received for idle_timeout seconds
     PROTOCOL_ABUSE = 4002  # too many bad or rate-limited messages
     SLOW_CONSUMER = 4003  # the outbound queue overflowed even with conflation
@@ -110,6 +111,7 @@ class CloseCode(enum.IntEnum):
 CLOSE_REASONS: Final[dict[CloseCode, str]] = {
     CloseCode.GOING_AWAY: "server shutting down",
     CloseCode.MESSAGE_TOO_BIG: "frame too large",
+    CloseCode.INTERNAL_ERROR: "internal error",
     CloseCode.IDLE_TIMEOUT: "idle timeout: no message or ping received",
     CloseCode.PROTOCOL_ABUSE: "protocol abuse: too many bad or rate-limited messages",
     CloseCode.SLOW_CONSUMER: "slow consumer: outbound queue overflow",
