@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.engine
 	$(BIN)/python -m benchmarks.journal
 	$(BIN)/python -m benchmarks.gateway
+	$(BIN)/python -m benchmarks.inbound
 
 # The gateway with a seeded demo market on http://127.0.0.1:8080 (state in var/demo).
 demo: $(STAMP)
