@@ -337,6 +337,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             elif kind in _LAST:
                 break
     finally:
+        if ws.inbox is not None:
+            ws.inbox.on_text = None  # nothing more for this session (and no cycle through it)
         router.detach(session)
         if session.close_code is not None:
             metrics.disconnects[str(session.close_code)] += 1
