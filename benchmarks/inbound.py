@@ -45,16 +45,18 @@ PER_READ = (1, 8)
 _TEXT = WSMsgType.TEXT
 
 
-def masked(payload: bytes, mask: bytes = b"\x37\xfa\x21\x3d") -> bytes:
-    """One masked, final client text frame (RFC 6455, 5.2), under 64 KiB."""
+def client_frame(payload: bytes, opcode: int = 0x1, mask: bytes = b"\x37\xfa\x21\x3d") -> bytes:
+    """One masked, final client frame (RFC 6455, 5.2), a text frame by default, under 64 KiB."""
     body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
     n = len(payload)
-    head = bytes((0x81, 0x80 | n)) if n < 126 else struct.pack("!BBH", 0x81, 0xFE, n)
+    head = (
+        bytes((0x80 | opcode, 0x80 | n)) if n < 126 else struct.pack("!BBH", 0x80 | opcode, 0xFE, n)
+    )
     return head + mask + body
 
 
-class _Reading:
-    """What the queue asks of aiohttp's protocol: pausing and resuming reads."""
+class Reading:
+    """What aiohttp's message queue asks of its protocol: pausing and resuming reads."""
 
     _reading_paused = False
 
@@ -76,11 +78,11 @@ async def run(path: str, reads: list[bytes], per_read: int) -> float:
 
     consumer: asyncio.Task[None] | None = None
     if path == "inbox":
-        inbox = FrameInbox(_Reading(), 2**16, loop=loop)  # type: ignore[arg-type]
+        inbox = FrameInbox(Reading(), 2**16, loop=loop)  # type: ignore[arg-type]
         inbox.on_text = handle
         parser = WebSocketReader(inbox, 1 << 20, compress=False, decode_text=True)
     else:
-        queue = WebSocketDataQueue(_Reading(), 2**16, loop=loop)  # type: ignore[arg-type]
+        queue = WebSocketDataQueue(Reading(), 2**16, loop=loop)  # type: ignore[arg-type]
         parser = WebSocketReader(queue, 1 << 20, compress=False, decode_text=True)
         ws = web.WebSocketResponse()
         ws._reader = queue  # what prepare() sets up: receive() reads this queue
@@ -118,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
 
     async def measure() -> None:
         for per_read in PER_READ:
-            frames = [masked(_order_frame("bench-su0", n, n).encode()) for n in range(per_read)]
+            frames = [
+                client_frame(_order_frame("bench-su0", n, n).encode()) for n in range(per_read)
+            ]
             reads = [b"".join(frames)] * (args.frames // per_read)
             await run("inbox", reads[:1000], per_read)  # warm up
             await run("queue", reads[:1000], per_read)

@@ -11,7 +11,6 @@ while handling a frame closes that connection only.
 from __future__ import annotations
 
 import asyncio
-import os
 import struct
 from typing import Any
 
@@ -21,48 +20,26 @@ import structlog
 from aiohttp import WSMsgType, web
 from aiohttp._websocket.reader import WebSocketReader
 
+from benchmarks.inbound import Reading, client_frame
 from gateway import protocol as p
 from gateway.app import DISPATCHER, ROUTER
 from gateway.inbound import FrameInbox, WebSocket
 from tests.gateway.conftest import WAIT, Gateway, GatewayFactory, key
 
 
-def client_frame(opcode: int, payload: bytes) -> bytes:
-    """One masked, final client frame (RFC 6455, 5.2), payload under 64 KiB."""
-    mask = os.urandom(4)
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    if len(payload) < 126:
-        head = bytes((0x80 | opcode, 0x80 | len(payload)))
-    else:
-        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, len(payload))
-    return head + mask + masked
-
-
 def text(s: str) -> bytes:
-    return client_frame(0x1, s.encode())
+    return client_frame(s.encode())
 
 
-PING = client_frame(0x9, b"hi")
-CLOSE = client_frame(0x8, struct.pack("!H", 1000))
-
-
-class Transport:
-    """What the queue needs of aiohttp's protocol: pause and resume reading."""
-
-    _reading_paused = False
-
-    def pause_reading(self) -> None:
-        self._reading_paused = True
-
-    def resume_reading(self) -> None:
-        self._reading_paused = False
+PING = client_frame(b"hi", opcode=0x9)
+CLOSE = client_frame(struct.pack("!H", 1000), opcode=0x8)
 
 
 class Wire:
     """An inbox fed by aiohttp's parser; ``handled`` lists the frames that skipped the queue."""
 
     def __init__(self, *, direct: bool = True) -> None:
-        self.inbox = FrameInbox(Transport(), 2**16, loop=asyncio.get_running_loop())  # type: ignore[arg-type]
+        self.inbox = FrameInbox(Reading(), 2**16, loop=asyncio.get_running_loop())  # type: ignore[arg-type]
         self.parser = WebSocketReader(self.inbox, 1 << 20, compress=False, decode_text=True)
         self.handled: list[str] = []
         if direct:
@@ -126,7 +103,7 @@ async def test_nothing_after_a_close_frame_skips_the_queue() -> None:
 
 async def test_a_bad_frame_is_a_parse_error_on_the_queue() -> None:
     wire = Wire()
-    wire.feed(client_frame(0x1, b"\xff\xfe"))  # a text frame that is not UTF-8
+    wire.feed(client_frame(b"\xff\xfe"))  # a text frame that is not UTF-8
     assert wire.handled == []
     with pytest.raises(Exception, match="UTF-8"):
         await wire.inbox.read()
