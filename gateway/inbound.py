@@ -72,11 +72,15 @@ class WebSocket(web.WebSocketResponse):
             return
         if getattr(handler, "_payload_parser", None) is not parser:
             return
-        inbox = FrameInbox(handler, DEFAULT_CHUNK_SIZE, loop=loop)
-        decode_text = getattr(self, "_decode_text", True)
-        self._parser = parser = WebSocketReader(
-            inbox, self._max_msg_size, compress=False, decode_text=decode_text
-        )
+        try:
+            inbox = FrameInbox(handler, DEFAULT_CHUNK_SIZE, loop=loop)
+            decode_text = getattr(self, "_decode_text", True)
+            parser = WebSocketReader(
+                inbox, self._max_msg_size, compress=False, decode_text=decode_text
+            )
+        except TypeError:  # another aiohttp's signatures: keep its own queue
+            return
+        self._parser = parser
         self._reader = inbox
         handler._payload_parser = parser
         self.inbox = inbox
