@@ -210,8 +210,19 @@ def serve(config: str | None, host: str | None, port: int | None, data_dir: str 
 
 @click.command()
 @_server_options
-def demo(config: str | None, host: str | None, port: int | None, data_dir: str | None) -> None:
-    """Run the gateway with the seeded demo market, and print its demo API keys.
+@click.option(
+    "--flow",
+    type=float,
+    help="Orders a second from the demo's own traders (default 1; 0: a still market).",
+)
+def demo(
+    config: str | None,
+    host: str | None,
+    port: int | None,
+    data_dir: str | None,
+    flow: float | None,
+) -> None:
+    """Run the gateway with the seeded, live demo market, and print its demo API keys.
 
     \b
     Example:
@@ -220,7 +231,10 @@ def demo(config: str | None, host: str | None, port: int | None, data_dir: str |
     """
     from gateway.__main__ import main as gateway_main
 
-    sys.exit(gateway_main(["--demo", *_gateway_args(config, host, port, data_dir)]))
+    args = ["--demo", *_gateway_args(config, host, port, data_dir)]
+    if flow is not None:
+        args += ["--demo-flow", str(flow)]
+    sys.exit(gateway_main(args))
 
 
 # --- book -----------------------------------------------------------------------------

@@ -82,6 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--data-dir", help=f"durable store directory (demo default: {DEMO_DATA_DIR}; '' = memory)"
     )
+    parser.add_argument(
+        "--demo-flow",
+        type=float,
+        metavar="RATE",
+        help="demo only: orders a second from the demo's own traders (default 1; 0: none)",
+    )
     parser.add_argument("--schema", action="store_true", help="print the protocol JSON schema")
     args = parser.parse_args(argv)
     if args.schema:
@@ -94,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         config = msgspec.structs.replace(config, port=args.port)
     if args.data_dir is not None:
         config = msgspec.structs.replace(config, data_dir=args.data_dir)
+    if args.demo_flow is not None:
+        config = msgspec.structs.replace(config, demo_flow=args.demo_flow)
     seed: Seed | None = None
     if args.demo or config.demo:
         data_dir = (

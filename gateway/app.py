@@ -83,6 +83,8 @@ def create_app(config: GatewayConfig, *, seed: Seed | None = None) -> web.Applic
         app[SEED] = seed
     app.cleanup_ctx.append(_exchange_ctx)
     app.cleanup_ctx.append(_heartbeat_ctx)
+    if config.demo and seed is not None and config.demo_flow > 0:
+        app.cleanup_ctx.append(_demo_flow_ctx)
     app.on_shutdown.append(_close_websockets)
     app.router.add_get("/ws", websocket)
     app.router.add_get("/healthz", healthz)
@@ -183,6 +185,18 @@ async def _must(service: ExchangeService, command: cmd.Command) -> None:
 
 async def _heartbeat_ctx(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(_heartbeats(app), name="gateway-heartbeats")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _demo_flow_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The demo market's own traders (``gateway.demo_flow``), while the gateway runs."""
+    from gateway.demo_flow import DemoFlow
+
+    flow = DemoFlow(app[SERVICE], rate=app[CONFIG].demo_flow)
+    task = asyncio.create_task(flow.run(), name="demo-flow")
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

@@ -46,6 +46,7 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     operators: list[str] = []  # admitted as operators at start if missing
     api_keys: list[BootstrapKey] = []
     demo: bool = False  # seed the demo market into an empty exchange
+    demo_flow: float = 1.0  # demo only: orders a second from the demo's traders; 0: none
     event_loop: str = "auto"  # auto (uvloop if installed), uvloop or asyncio
     log_level: str = "info"
     log_json: bool = True

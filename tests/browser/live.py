@@ -33,7 +33,10 @@ CLIENT_TIMEOUT = 5.0
 
 def demo_config() -> GatewayConfig:
     keys = [BootstrapKey(account_id=a, key=demo.demo_key(a)) for a in demo.demo_accounts()]
-    return GatewayConfig(host="127.0.0.1", port=0, api_keys=keys, demo=True, log_json=True)
+    # demo_flow=0: no demo traders, so what each test sees is what the seed made
+    return GatewayConfig(
+        host="127.0.0.1", port=0, api_keys=keys, demo=True, demo_flow=0, log_json=True
+    )
 
 
 class LiveGateway:

@@ -84,7 +84,10 @@ def _stop(process: subprocess.Popen[str]) -> int:
 def test_demo_serves_a_seeded_market_and_recovers_it_after_sigterm(tmp_path: Path) -> None:
     port = _free_port()
     data_dir = str(tmp_path / "demo")
-    process, banner = _serving("demo", "--port", str(port), "--data-dir", data_dir, port=port)
+    still = ("--flow", "0")  # no demo traders: the state must be exactly what was seeded
+    process, banner = _serving(
+        "demo", "--port", str(port), "--data-dir", data_dir, *still, port=port
+    )
     try:
         assert any(f"http://127.0.0.1:{port}" in line for line in banner), banner
         health = _get(port, "/healthz")
@@ -100,7 +103,7 @@ def test_demo_serves_a_seeded_market_and_recovers_it_after_sigterm(tmp_path: Pat
     assert "sk_demo-" in keys[1]
 
     # A second start recovers the journal instead of seeding again.
-    process, _ = _serving("demo", "--port", str(port), "--data-dir", data_dir, port=port)
+    process, _ = _serving("demo", "--port", str(port), "--data-dir", data_dir, *still, port=port)
     try:
         again = _get(port, "/healthz")
         instruments_again = _get(port, "/api/v1/instruments")
