@@ -15,7 +15,9 @@ wanders but stays where the demo's tour expects it. The flow never uses vouchers
 vouchers a visitor spends in the tour are left alone; it skips instruments
 that are not open (an operator's halt is respected). Once a book holds more
 than ``max_resting`` of the flow's orders, it cancels the oldest still open,
-so books stay the size the seed gave them. Client order ids start with
+so books stay the size the seed gave them. A data centre whose free
+capacity on a book runs low registers ``RESTOCK`` more GPU-hours, so a demo
+left running for days still has sellers. Client order ids start with
 ``flow-`` and the start time, so they never repeat across restarts of a
 durable demo. A refused order is logged and the flow goes on.
 """
@@ -39,6 +41,7 @@ from gateway import demo
 log = structlog.get_logger("gateway.demo_flow")
 
 SEED = 20_241_129  # the flow's choices
+RESTOCK = demo.LOT * 4_000  # GPU-hours a data centre brings online when it runs low
 DRIFT = 10  # the mid stays within reference price ± reference / DRIFT
 
 
@@ -51,12 +54,14 @@ class DemoFlow:
         *,
         rate: float,
         max_resting: int = 12,
+        restock_below: int = demo.LOT * 100,
         seed: int = SEED,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.service = service
         self.interval = 1.0 / rate
         self.max_resting = max_resting
+        self.restock_below = restock_below
         self.rng = random.Random(seed)
         self.prefix = f"flow-{clock():x}"
         self.sent = 0
@@ -122,6 +127,8 @@ class DemoFlow:
         order = self.next_order()
         if order is None:
             return []
+        if order.side is Side.SELL:
+            await self._restock(order.actor, order.instrument_id)
         events = await self.service.submit(order)
         for ev in events:
             if isinstance(ev, Rejected):
@@ -131,6 +138,19 @@ class DemoFlow:
                 resting.append((order.actor, ev.order_id))
                 await self._trim(resting)
         return events
+
+    async def _restock(self, provider: str, instrument_id: str) -> None:
+        """A data centre whose free capacity runs low registers more, as a real one would."""
+        position = self.service.core.accounts[provider].positions.get(instrument_id)
+        if position is not None and position.free < self.restock_below:
+            await self.service.submit(
+                c.RegisterCapacity(
+                    actor=c.SYSTEM,
+                    provider=provider,
+                    instrument_id=instrument_id,
+                    gpu_hours=RESTOCK,
+                )
+            )
 
     async def _trim(self, resting: deque[tuple[str, int]]) -> None:
         """Forget orders that are done; cancel the oldest open ones beyond ``max_resting``."""

@@ -21,12 +21,12 @@ from aiohttp.test_utils import TestServer
 from exchange import commands as c
 from exchange.core import ExchangeCore
 from exchange.events import OrderAccepted, Rejected, Trade
-from exchange.reference import InstrumentStatus
+from exchange.reference import InstrumentStatus, Side
 from exchange.service import ExchangeService
 from gateway import demo
 from gateway.app import SERVICE, create_app
 from gateway.config import GatewayConfig
-from gateway.demo_flow import DRIFT, DemoFlow
+from gateway.demo_flow import DRIFT, RESTOCK, DemoFlow
 
 STEPS = 400
 SEED = 7
@@ -98,6 +98,27 @@ async def test_a_halted_book_gets_no_flow_orders(service: ExchangeService) -> No
         placed.update(e.instrument_id for e in events if isinstance(e, OrderAccepted))
     assert sum(placed.values()) == 100
     assert halted not in placed
+
+
+def registered(core: ExchangeCore, provider: str, instrument_id: str) -> int:
+    """GPU-hours a provider has registered on a book: free, reserved and sold."""
+    position = core.accounts[provider].positions[instrument_id]
+    return position.free + position.reserved + position.sold
+
+
+async def test_a_data_centre_low_on_capacity_registers_more(service: ExchangeService) -> None:
+    core = service.core
+    books = [(p, i) for i, (_, _, p, _, _) in demo.INSTRUMENTS.items()]
+    before = {book: registered(core, *book) for book in books}
+    flow = DemoFlow(service, rate=1.0, seed=SEED, restock_below=10**12)  # always low
+    sells: Counter[tuple[str, str]] = Counter()
+    for _ in range(50):
+        for e in await flow.step():
+            if isinstance(e, OrderAccepted) and e.side is Side.SELL:
+                sells[(e.account, e.instrument_id)] += 1
+    assert sells
+    for book in books:
+        assert registered(core, *book) == before[book] + sells[book] * RESTOCK
 
 
 async def _run_demo(flow_rate: float) -> tuple[int, int]:
