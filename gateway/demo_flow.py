@@ -11,15 +11,16 @@ service as everyone else's, on an open instrument picked at random:
 
 The mid is halfway between the middle of the touch and the instrument's
 reference price, and within a tenth of that reference price, so the market
-wanders but stays where the demo's tour expects it. The flow never uses vouchers, so the
-vouchers a visitor spends in the tour are left alone; it skips instruments
-that are not open (an operator's halt is respected). Once a book holds more
-than ``max_resting`` of the flow's orders, it cancels the oldest still open,
-so books stay the size the seed gave them. A data centre whose free
-capacity on a book runs low registers ``RESTOCK`` more GPU-hours, so a demo
-left running for days still has sellers. Client order ids start with
-``flow-`` and the start time, so they never repeat across restarts of a
-durable demo. A refused order is logged and the flow goes on.
+wanders but stays where the demo's tour expects it. The flow never uses
+vouchers, so the vouchers a visitor spends in the tour are left alone; it
+skips instruments that are not open (an operator's halt is respected). Once
+a book holds more than ``max_resting`` of the flow's orders (an earlier
+run's included), it cancels the oldest still open, so books stay the size
+the seed gave them. A data centre whose free capacity on a book runs low
+registers ``RESTOCK`` more GPU-hours, so a demo left running for days still
+has sellers. Client order ids start with ``flow-`` and the start time, so
+they never repeat across restarts of a durable demo. A refused order is
+logged and the flow goes on.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from gateway import demo
 log = structlog.get_logger("gateway.demo_flow")
 
 SEED = 20_241_129  # the flow's choices
+PREFIX = "flow-"  # of the flow's client order ids, then the start time and a count
 RESTOCK = demo.LOT * 4_000  # GPU-hours a data centre brings online when it runs low
 DRIFT = 10  # the mid stays within reference price ± reference / DRIFT
 
@@ -63,9 +65,15 @@ class DemoFlow:
         self.max_resting = max_resting
         self.restock_below = restock_below
         self.rng = random.Random(seed)
-        self.prefix = f"flow-{clock():x}"
+        self.prefix = f"{PREFIX}{clock():x}"
         self.sent = 0
-        self.resting: dict[str, deque[tuple[str, int]]] = {}  # instrument: (account, order id)
+        # instrument: (account, order id) of the flow's orders, oldest first; those
+        # of an earlier run of a durable demo too, so they are cancelled in turn
+        self.resting: dict[str, deque[tuple[str, int]]] = {}
+        for order in sorted(service.core.orders.values(), key=lambda o: o.order_id):
+            if order.client_order_id.startswith(PREFIX):
+                queue = self.resting.setdefault(order.instrument_id, deque())
+                queue.append((order.account, order.order_id))
 
     def mid(self, instrument_id: str) -> int:
         """The price the flow quotes around, on the instrument's tick."""

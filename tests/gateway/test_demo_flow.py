@@ -26,7 +26,7 @@ from exchange.service import ExchangeService
 from gateway import demo
 from gateway.app import SERVICE, create_app
 from gateway.config import GatewayConfig
-from gateway.demo_flow import DRIFT, RESTOCK, DemoFlow
+from gateway.demo_flow import DRIFT, PREFIX, RESTOCK, DemoFlow
 
 STEPS = 400
 SEED = 7
@@ -42,10 +42,10 @@ async def service() -> AsyncIterator[ExchangeService]:
     await service.stop()
 
 
-def flow_orders(flow: DemoFlow, core: ExchangeCore) -> Counter[str]:
-    """Open orders of the flow, by instrument."""
+def flow_orders(core: ExchangeCore) -> Counter[str]:
+    """Open orders of the flow (of any run), by instrument."""
     return Counter(
-        o.instrument_id for o in core.orders.values() if o.client_order_id.startswith(flow.prefix)
+        o.instrument_id for o in core.orders.values() if o.client_order_id.startswith(PREFIX)
     )
 
 
@@ -67,11 +67,26 @@ async def test_the_flow_trades_on_every_open_book_and_is_never_refused(
                 assert e.voucher == 0 and e.voucher_id == 0
         for instrument_id, book in core.books.items():
             assert not book.crossed(), f"{instrument_id} crossed at step {step}"
-        assert max(flow_orders(flow, core).values(), default=0) <= 6
+        assert max(flow_orders(core).values(), default=0) <= 6
     assert accepted == STEPS
     open_books = {i for i in demo.INSTRUMENTS if i != demo.AUCTION}
     assert set(trades) == open_books, trades
-    assert demo.AUCTION not in flow_orders(flow, core)
+    assert demo.AUCTION not in flow_orders(core)
+
+
+async def test_a_restarted_flow_cancels_the_orders_an_earlier_run_left(
+    service: ExchangeService,
+) -> None:
+    first = DemoFlow(service, rate=1.0, max_resting=6, seed=SEED, clock=lambda: 1)
+    for _ in range(150):
+        await first.step()
+    left = sum(flow_orders(service.core).values())
+    assert left > 6  # spread over the books
+    second = DemoFlow(service, rate=1.0, max_resting=2, seed=SEED + 1, clock=lambda: 2)
+    assert sum(len(q) for q in second.resting.values()) == left
+    for _ in range(150):
+        await second.step()
+    assert max(flow_orders(service.core).values()) <= 2
 
 
 async def test_the_mid_stays_near_the_reference_price(service: ExchangeService) -> None:
