@@ -24,7 +24,7 @@ test: $(STAMP) $(CHROMIUM)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy exchange
+	$(BIN)/mypy exchange gateway clients
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.engine

@@ -32,6 +32,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from clients import cli_tables as tables
 from clients.localbook import LocalBook
 from clients.sdk import AuthFailed, Backoff, Client, Refused, SuanliError
 from exchange.reference import OrderType, SelfTradePrevention, Side, TimeInForce
@@ -137,13 +138,28 @@ def _ns_time(ts: int) -> str:
     return time.strftime("%H:%M:%S", time.gmtime(ts // 10**9)) if ts else ""
 
 
-def report_table(reports: list[p.ExecutionReport], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    for column in ("order", "client id", "instrument", "side", "price", "qty", "filled", "left"):
-        table.add_column(column, justify="right" if column in ("price", "qty") else "left")
-    table.add_column("last fill", justify="right")
-    table.add_column("status")
-    table.add_column("reason")
+REPORT_COLUMNS = (
+    "order",
+    "client id",
+    "instrument",
+    "side",
+    "price",
+    "qty",
+    "filled",
+    "left",
+    "last fill",
+    "status",
+    "reason",
+)
+
+
+def report_table(reports: list[p.ExecutionReport], title: str) -> tables.Listing:
+    table = tables.Listing(
+        title,
+        REPORT_COLUMNS,
+        numbers=("order", "price", "qty", "filled", "left", "last fill"),
+        text=("reason",),
+    )
     for r in reports:
         table.add_row(
             str(r.order_id),
@@ -448,7 +464,7 @@ def order(
     if as_json:
         emit_json(reports)
     else:
-        _out.print(report_table(reports, "execution reports"))
+        report_table(reports, "execution reports").show(_out)
 
 
 @click.command()
@@ -488,7 +504,7 @@ def cancel(
     elif isinstance(result, p.CancelAllDone):
         _out.print(f"cancelled {result.cancelled} orders")
     else:
-        _out.print(report_table([result], "cancelled"))
+        report_table([result], "cancelled").show(_out)
 
 
 @click.command()
@@ -528,7 +544,7 @@ def amend(
     if as_json:
         emit_json(result)
     else:
-        _out.print(report_table([result], "amended"))
+        report_table([result], "amended").show(_out)
 
 
 @click.command()
@@ -545,7 +561,7 @@ def orders(instrument: str, url: str, key: str, as_json: bool) -> None:
     if as_json:
         emit_json(result)
     else:
-        _out.print(report_table(result, f"{len(result)} open orders"))
+        report_table(result, f"{len(result)} open orders").show(_out)
 
 
 # --- records ----------------------------------------------------------------------------
@@ -572,20 +588,24 @@ def balances(account: str, url: str, key: str, as_json: bool) -> None:
     if as_json:
         emit_json(result if account == "all" else result[0])
         return
-    table = Table(title="balances", title_justify="left")
-    for column in ("account", "role", "cash CNY", "reserved CNY", "capacity", "holdings"):
-        table.add_column(column)
+    table = tables.Listing(
+        "balances",
+        ("account", "role", "cash CNY", "reserved CNY", "capacity GPU-h", "holdings GPU-h"),
+        numbers=("cash CNY", "reserved CNY"),
+        text=("capacity GPU-h", "holdings GPU-h"),
+    )
     for b in result:
-        capacity = ", ".join(
+        # One instrument a line: a cell wraps at its spaces, never inside an id.
+        capacity = "\n".join(
             f"{i}: {q} free / {b.capacity_reserved.get(i, 0)} reserved / "
             f"{b.capacity_sold.get(i, 0)} sold"
             for i, q in sorted(b.capacity.items())
         )
-        holdings = ", ".join(f"{i}: {q}" for i, q in sorted(b.holdings.items()))
+        holdings = "\n".join(f"{i}: {q}" for i, q in sorted(b.holdings.items()))
         table.add_row(
             b.account_id, b.role.value, yuan(b.cash), yuan(b.cash_reserved), capacity, holdings
         )
-    _out.print(table)
+    table.show(_out)
 
 
 @click.command()
@@ -601,9 +621,11 @@ def vouchers(url: str, key: str, as_json: bool) -> None:
     if as_json:
         emit_json(result)
         return
-    table = Table(title="vouchers", title_justify="left")
-    for column in ("id", "programme", "issuer", "holder", "amount", "free", "reserved", "spent"):
-        table.add_column(column, justify="right" if column in ("amount", "free") else "left")
+    table = tables.Listing(
+        "vouchers",
+        ("id", "programme", "issuer", "holder", "amount", "free", "reserved", "spent"),
+        numbers=("id", "amount", "free", "reserved", "spent"),
+    )
     for v in result:
         table.add_row(
             str(v.voucher_id),
@@ -615,7 +637,7 @@ def vouchers(url: str, key: str, as_json: bool) -> None:
             yuan(v.reserved),
             yuan(v.spent),
         )
-    _out.print(table)
+    table.show(_out)
 
 
 @click.command()
@@ -631,19 +653,11 @@ def contracts(url: str, key: str, as_json: bool) -> None:
     if as_json:
         emit_json(result)
         return
-    table = Table(title="compute contracts", title_justify="left")
-    for column in (
-        "id",
-        "instrument",
-        "buyer",
-        "seller",
-        "price",
-        "GPU-h",
-        "cash",
-        "voucher",
-        "claim",
-    ):
-        table.add_column(column)
+    table = tables.Listing(
+        "compute contracts",
+        ("id", "instrument", "buyer", "seller", "price", "GPU-h", "cash", "voucher", "claim"),
+        numbers=("id", "price", "GPU-h", "cash", "voucher", "claim"),
+    )
     for c in result:
         table.add_row(
             str(c.contract_id),
@@ -656,7 +670,7 @@ def contracts(url: str, key: str, as_json: bool) -> None:
             yuan(c.voucher),
             str(c.claim_id or ""),
         )
-    _out.print(table)
+    table.show(_out)
 
 
 COMMANDS = (serve, demo, book, order, cancel, amend, orders, balances, vouchers, contracts)

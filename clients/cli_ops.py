@@ -13,8 +13,8 @@ from typing import Any
 import click
 import msgspec
 from rich.progress import Progress
-from rich.table import Table
 
+from clients import cli_tables as tables
 from clients.cli_market import (
     DEFAULT_URL,
     _err,
@@ -49,19 +49,12 @@ def instrument_show(url: str, key: str, as_json: bool) -> None:
     if as_json:
         emit_json(result)
         return
-    table = Table(title="instruments", title_justify="left")
-    for column in (
-        "instrument",
-        "GPU",
-        "hub",
-        "tier",
-        "status",
-        "bid",
-        "ask",
-        "last",
-        "volume GPU-h",
-    ):
-        table.add_column(column)
+    table = tables.Listing(
+        "instruments",
+        ("instrument", "GPU", "hub", "tier", "status", "bid", "ask", "last", "volume GPU-h"),
+        numbers=("bid", "ask", "last", "volume GPU-h"),
+        text=("GPU",),
+    )
     for v in result:
         s = v.spec
         table.add_row(
@@ -75,7 +68,7 @@ def instrument_show(url: str, key: str, as_json: bool) -> None:
             yuan(v.last_price) if v.last_price else "",
             str(v.volume),
         )
-    _out.print(table)
+    table.show(_out)
 
 
 def _parse_time(text: str) -> int:
@@ -223,10 +216,11 @@ def claims(only_open: bool, url: str, key: str, as_json: bool) -> None:
     if as_json:
         emit_json(result)
         return
-    table = Table(title="voucher claims", title_justify="left")
-    for column in ("claim", "contract", "voucher", "programme", "issuer", "provider", "CNY"):
-        table.add_column(column)
-    table.add_column("settled")
+    table = tables.Listing(
+        "voucher claims",
+        ("claim", "contract", "voucher", "programme", "issuer", "provider", "CNY", "settled"),
+        numbers=("claim", "contract", "voucher", "CNY"),
+    )
     for c in result:
         table.add_row(
             str(c.claim_id),
@@ -238,7 +232,7 @@ def claims(only_open: bool, url: str, key: str, as_json: bool) -> None:
             yuan(c.amount),
             "yes" if c.settled else "no",
         )
-    _out.print(table)
+    table.show(_out)
 
 
 @click.command()
@@ -360,9 +354,10 @@ def simulate(
 
 
 def _print_report(report: dict[str, Any], out: str) -> None:
-    table = Table(title=f"simulation {report['tag']} (seed {report['seed']})", title_justify="left")
-    for column in ("instrument", "trades", "GPU-hours", "VWAP CNY", "surplus", "max", "efficiency"):
-        table.add_column(column, justify="left" if column == "instrument" else "right")
+    columns = ("instrument", "trades", "GPU-hours", "VWAP CNY", "surplus", "max", "efficiency")
+    table = tables.Listing(
+        f"simulation {report['tag']} (seed {report['seed']})", columns, numbers=columns[1:]
+    )
     for instrument_id, row in report["by_instrument"].items():
         surplus = report["surplus"][instrument_id]
         table.add_row(
@@ -384,15 +379,13 @@ def _print_report(report: dict[str, Any], out: str) -> None:
         f"{report['efficiency']:.1%}",
         style="bold",
     )
-    _out.print(table)
-    vouchers = Table(title="vouchers", title_justify="left")
-    vouchers.add_column("who")
-    vouchers.add_column("CNY", justify="right")
+    table.show(_out)
+    vouchers = tables.Listing("vouchers", ("who", "CNY"), numbers=("CNY",))
     for issuer, amount in report["voucher_spend_by_issuer"].items():
         vouchers.add_row(f"spent on issuer {issuer}", yuan(amount))
     for startup, amount in report["startup_voucher_savings"].items():
         vouchers.add_row(f"saved by {startup}", yuan(amount))
-    _out.print(vouchers)
+    vouchers.show(_out)
     for c in report["checks"]:
         mark = "[green]ok[/green]" if c["ok"] else f"[red]FAILED[/red] {c['detail']}"
         _out.print(f"{c['check']}: {mark}")

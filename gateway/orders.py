@@ -195,7 +195,7 @@ class OrderRegister:
         """An order of ``account`` by id or client order id (None if not theirs)."""
         if not order_id:
             owner = self.accounts.get(account)
-            order_id = owner.client_order_ids.get(client_order_id, 0) if owner else 0
+            order_id = (owner.client_order_ids.get(client_order_id) or 0) if owner else 0
         state = self.orders.get(order_id)
         if state is None or state.account != account:
             return None

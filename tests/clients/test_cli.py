@@ -201,6 +201,22 @@ async def test_errors_have_clear_messages_and_exit_codes(served: Served) -> None
     assert bad_price.code == 2 and "whole number of fen" in bad_price.stderr
 
 
+async def test_tables_print_ids_and_prices_whole(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    placed = await suanli(served, "order", H100, "buy", "16", "8.50", account="su1")
+    assert placed.code == 0, placed.stderr
+    monkeypatch.setenv("COLUMNS", "60")  # what rich would fit a table to, cutting cells short
+    orders, shown = await asyncio.gather(
+        suanli(served, "orders", account="su1"), suanli(served, "instrument", "show")
+    )
+    for result in (placed, orders):
+        rows = [line for line in result.stdout.splitlines() if H100 in line]
+        assert any(" 8.50 " in row and " 16 " in row for row in rows), result.stdout
+    assert any(H100 in line and "OPEN" in line for line in shown.stdout.splitlines())
+    assert "…" not in placed.stdout + orders.stdout + shown.stdout
+
+
 def _commands(group: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     out = []
     for name, command in group.commands.items():
