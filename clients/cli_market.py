@@ -123,6 +123,11 @@ def yuan(fen: int) -> str:
     return f"{sign}{whole:,}.{part:02d}"
 
 
+def counted(n: int, noun: str) -> str:
+    """``1 order``, ``3 orders``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def parse_price(text: str) -> int:
     """CNY per GPU-hour (``18.05``) to fen, exactly; refuses fractions of a fen."""
     try:
@@ -502,7 +507,7 @@ def cancel(
     if as_json:
         emit_json(result)
     elif isinstance(result, p.CancelAllDone):
-        _out.print(f"cancelled {result.cancelled} orders")
+        _out.print(f"cancelled {counted(result.cancelled, 'order')}")
     else:
         report_table([result], "cancelled").show(_out)
 
@@ -561,7 +566,7 @@ def orders(instrument: str, url: str, key: str, as_json: bool) -> None:
     if as_json:
         emit_json(result)
     else:
-        report_table(result, f"{len(result)} open orders").show(_out)
+        report_table(result, f"{counted(len(result), 'open order')}").show(_out)
 
 
 # --- records ----------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from clients.cli_market import (
     _err,
     _out,
     connection_options,
+    counted,
     emit_json,
     parse_price,
     run,
@@ -272,7 +273,7 @@ def settle(claim_ids: tuple[int, ...], settle_all: bool, url: str, key: str, as_
         emit_json(result)
     else:
         total = sum(int(s["amount"]) for s in result["settled"])
-        _out.print(f"settled {len(result['settled'])} claims, {yuan(total)} CNY")
+        _out.print(f"settled {counted(len(result['settled']), 'claim')}, {yuan(total)} CNY")
         for r in result["refused"]:
             _err.print(f"[red]claim {r['claim_id']} refused[/red] {r['error']}: {r['text']}")
     if result["refused"]:

@@ -196,7 +196,7 @@ async def test_errors_have_clear_messages_and_exit_codes(served: Served) -> None
     assert unreachable.code == 3 and unreachable.json["error"] == "UNREACHABLE"
     assert usage.code == 2 and "ORDER_ID" in usage.stderr
     assert not_permitted.code == 1 and not_permitted.json["error"] == "NOT_PERMITTED"
-    assert table.code == 0 and "open orders" in table.stdout
+    assert table.code == 0 and "open order" in table.stdout
     bad_price = await suanli(served, "order", H100, "buy", "8", "9.001", account="su1")
     assert bad_price.code == 2 and "whole number of fen" in bad_price.stderr
 
