@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import sys
 import time
@@ -137,6 +138,33 @@ def parse_price(text: str) -> int:
     if value != value.to_integral_value():
         raise click.BadParameter(f"{text} is not a whole number of fen")
     return int(value)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400}
+
+
+def parse_time(text: str, now: int | None = None) -> int:
+    """A moment as ns since the epoch: an ISO date or date-time (UTC unless it
+    says otherwise), ``+N`` seconds, minutes, hours or days from ``now``
+    (``+90s``, ``+30m``, ``+2h``, ``+1d``), or an integer of ns."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    if text.startswith("+"):
+        count, unit = text[1:-1], text[-1:]
+        if not count.isdigit() or unit not in _UNITS:
+            raise click.BadParameter(f"{text!r} is not a time from now, e.g. +30m, +2h or +1d")
+        start = time.time_ns() if now is None else now
+        return start + int(count) * _UNITS[unit] * 10**9
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is not a time: an ISO date such as 2026-12-01T08:00, or +2h"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return int(moment.timestamp()) * 10**9 + moment.microsecond * 1_000
 
 
 def _ns_time(ts: int) -> str:
@@ -399,7 +427,12 @@ def book(instrument: str, depth: int, seconds: float, url: str, key: str, as_jso
     show_default=True,
     help="Time in force.",
 )
-@click.option("--expire-at", type=int, default=0, help="GTD expiry, ns since the epoch.")
+@click.option(
+    "--expire-at",
+    default="",
+    help="GTD expiry: an ISO time (UTC unless it says), +30m / +2h / +1d from now, "
+    "or ns since the epoch. Makes the order GTD unless --tif says otherwise.",
+)
 @click.option("--post-only", is_flag=True, help="Refuse the order if it would trade at once.")
 @click.option("--min-qty", type=int, default=0, help="Minimum acceptable fill on entry, GPU-hours.")
 @click.option("--voucher", "voucher_id", type=int, default=0, help="Pay part with this voucher.")
@@ -418,7 +451,7 @@ def order(
     price: str,
     order_type: str,
     tif: str,
-    expire_at: int,
+    expire_at: str,
     post_only: bool,
     min_qty: int,
     voucher_id: int,
@@ -438,8 +471,13 @@ def order(
       suanli order H800-SUZHOU-STATE-W1 buy 64 18.05 --voucher 1
       suanli order H20-SHANGHAI-COMM-W1 sell 80 7.20 --post-only --json
       suanli order H800-SUZHOU-STATE-W1 buy 16 --type MARKET --tif IOC
+      suanli order H800-SUZHOU-STATE-W1 buy 32 17.90 --expire-at +2h
     """
     fen = parse_price(price)
+    expiry = parse_time(expire_at) if expire_at else 0
+    source = click.get_current_context().get_parameter_source("tif")
+    if expiry and source is click.core.ParameterSource.DEFAULT:
+        tif = TimeInForce.GTD.value
 
     async def work(client: Client) -> list[p.ExecutionReport]:
         async with client.private() as private:
@@ -450,7 +488,7 @@ def order(
                 fen,
                 order_type=OrderType(order_type.upper()),
                 tif=TimeInForce(tif.upper()),
-                expire_at=expire_at,
+                expire_at=expiry,
                 post_only=post_only,
                 min_qty=min_qty,
                 stp=SelfTradePrevention(stp.upper()),

@@ -7,7 +7,6 @@ vouchers and settle the claims data centres present. The same ``--url``,
 
 from __future__ import annotations
 
-import datetime
 from typing import Any
 
 import click
@@ -23,6 +22,7 @@ from clients.cli_market import (
     counted,
     emit_json,
     parse_price,
+    parse_time,
     run,
     with_client,
     yuan,
@@ -72,17 +72,6 @@ def instrument_show(url: str, key: str, as_json: bool) -> None:
     table.show(_out)
 
 
-def _parse_time(text: str) -> int:
-    """An ISO date or date-time (UTC unless it says otherwise) as ns since the epoch."""
-    try:
-        moment = datetime.datetime.fromisoformat(text)
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not an ISO date, e.g. 2026-12-01T00:00") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.UTC)
-    return int(moment.timestamp()) * 10**9
-
-
 @instrument.command("add")
 @click.argument("instrument_id")
 @click.option("--gpu-model", required=True, help="e.g. H800, Ascend910B.")
@@ -91,8 +80,8 @@ def _parse_time(text: str) -> int:
 @click.option(
     "--tier", type=click.Choice([t.value for t in Tier], case_sensitive=False), required=True
 )
-@click.option("--start", required=True, help="Delivery window start, ISO date-time (UTC).")
-@click.option("--end", required=True, help="Delivery window end, ISO date-time (UTC).")
+@click.option("--start", required=True, help="Delivery window start: ISO date-time (UTC) or +7d.")
+@click.option("--end", required=True, help="Delivery window end: ISO date-time (UTC) or +14d.")
 @click.option("--tick", default="0.05", show_default=True, help="Price increment, CNY.")
 @click.option("--lot", type=int, default=8, show_default=True, help="Quantity increment, GPU-h.")
 @click.option("--open", "open_now", is_flag=True, help="Open for continuous trading at once.")
@@ -125,8 +114,8 @@ def instrument_add(
         domestic=domestic,
         hub=hub,
         tier=Tier(tier.upper()),
-        delivery_start=_parse_time(start),
-        delivery_end=_parse_time(end),
+        delivery_start=parse_time(start),
+        delivery_end=parse_time(end),
         tick=parse_price(tick),
         lot=lot,
     )

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +216,23 @@ async def test_tables_print_ids_and_prices_whole(
         assert any(" 8.50 " in row and " 16 " in row for row in rows), result.stdout
     assert any(H100 in line and "OPEN" in line for line in shown.stdout.splitlines())
     assert "…" not in placed.stdout + orders.stdout + shown.stdout
+
+
+async def test_an_expiry_from_now_makes_a_gtd_order(served: Served) -> None:
+    before = time.time_ns()
+    placed = await suanli(
+        served, "order", H100, "buy", "16", "8.50", "--expire-at", "+1h", "--json", account="su1"
+    )
+    assert placed.code == 0, placed.stderr
+    (new,) = placed.json
+    assert new["tif"] == "GTD"
+    assert before + 3_600 * 10**9 <= new["expire_at"] <= time.time_ns() + 3_600 * 10**9
+    ioc = await suanli(
+        served,
+        *("order", H100, "buy", "16", "8.50", "--expire-at", "+1h", "--tif", "ioc", "--json"),
+        account="su1",
+    )
+    assert ioc.code == 1 and ioc.json["error"] == "INVALID_EXPIRY"  # the --tif given wins
 
 
 def _commands(group: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
