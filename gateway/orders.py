@@ -26,9 +26,9 @@ import msgspec
 from exchange import commands as cmd
 from exchange.core import NEVER, ExchangeCore
 from exchange.events import OrderAccepted, OrderAmended, OrderCancelled, Rejected, Trade
-from exchange.reasons import CancelReason
+from exchange.reasons import CancelReason, Reason
 from exchange.records import Account
-from exchange.reference import OrderType, Side, TimeInForce
+from exchange.reference import InstrumentSpec, OrderType, Side, TimeInForce
 from exchange.tables import IdTable
 from gateway import protocol as p
 
@@ -341,8 +341,14 @@ class OrderRegister:
         return report(state, p.ExecType.REPLACED)
 
     @staticmethod
-    def rejected(ev: Rejected, request: cmd.NewOrder | None) -> p.ExecutionReport:
-        """The REJECTED report of a new order the exchange refused."""
+    def rejected(
+        ev: Rejected, request: cmd.NewOrder | None, spec: InstrumentSpec | None = None
+    ) -> p.ExecutionReport:
+        """The REJECTED report of a new order the exchange refused (``spec``: its
+        instrument's, for the limits in the text)."""
+        text = p.REASON_TEXT.get(ev.reason, ev.reason)
+        if request is not None and spec is not None:
+            text = limit_text(ev.reason, spec, request.qty, request.price) or text
         return p.ExecutionReport(
             exec_type=p.ExecType.REJECTED,
             ord_status=p.OrdStatus.REJECTED,
@@ -356,9 +362,23 @@ class OrderRegister:
             price=request.price if request else 0,
             qty=request.qty if request else 0,
             reason=ev.reason,
-            text=p.REASON_TEXT.get(ev.reason, ev.reason),
+            text=text,
             ts=ev.ts,
         )
+
+
+def limit_text(reason: str, spec: InstrumentSpec, qty: int | None, price: int | None) -> str:
+    """The words for a refused quantity or price, with the instrument's limit that it
+    broke ("" for any other reason, or a value the request did not set)."""
+    if reason == Reason.OFF_LOT and qty is not None:
+        return f"quantity {qty} is not a whole number of lots of {spec.lot} GPU-hours"
+    if reason == Reason.OFF_TICK and price is not None:
+        return f"price {price} fen is not a whole number of ticks of {spec.tick} fen"
+    if reason == Reason.INVALID_QUANTITY and qty is not None:
+        return f"quantity {qty} is outside 1 to {spec.max_qty} GPU-hours"
+    if reason == Reason.INVALID_PRICE and price:  # a market order's price is 0
+        return f"price {price} fen is outside 1 to {spec.max_price} fen"
+    return ""
 
 
 def report(

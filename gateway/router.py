@@ -55,7 +55,7 @@ from exchange.service import ExchangeService, InvalidCommand, ServiceStopped
 from gateway import protocol as p
 from gateway.marketdata import MarketData
 from gateway.metrics import Metrics
-from gateway.orders import OrderRegister, report
+from gateway.orders import OrderRegister, limit_text, report
 from gateway.session import Session
 
 log = structlog.get_logger("gateway.router")
@@ -459,7 +459,8 @@ class Router:
         request_id = request.id if request is not None else None
         message: p.ServerMessage
         if isinstance(command, cmd.NewOrder):
-            r = OrderRegister.rejected(ev, command)
+            inst = self.core.instruments.get(command.instrument_id)
+            r = OrderRegister.rejected(ev, command, inst.spec if inst else None)
             message = msgspec.structs.replace(r, id=request_id)
             watchers = self.order_watchers
             if watchers:
@@ -468,13 +469,16 @@ class Router:
                     if session is not requester:
                         session.send(plain)
         elif isinstance(command, _ORDER_COMMANDS):
+            text = p.REASON_TEXT.get(ev.reason, ev.reason)
+            if isinstance(command, cmd.AmendOrder):
+                text = self._amend_limit_text(ev, command) or text
             message = p.CancelReject(
                 id=request_id,
                 request=_request_name(request) if request else type(command).__name__,
                 order_id=ev.order_id,
                 client_order_id=ev.client_order_id,
                 reason=ev.reason,
-                text=p.REASON_TEXT.get(ev.reason, ev.reason),
+                text=text,
             )
         else:
             message = p.Rejected(
@@ -488,6 +492,16 @@ class Router:
         elif isinstance(command, cmd.NewOrder):
             for session in self._sessions_of(ev.actor):
                 session.send_message(message)
+
+    def _amend_limit_text(self, ev: Rejected, command: cmd.AmendOrder) -> str:
+        """``limit_text`` for an amend of an order the register knows."""
+        state = self.register.find(ev.actor, command.order_id, command.client_order_id)
+        if state is None and command.order_id:  # an operator's amend of another's order
+            state = self.register.orders.get(command.order_id)
+        inst = self.core.instruments.get(state.instrument_id) if state is not None else None
+        if inst is None:
+            return ""
+        return limit_text(ev.reason, inst.spec, command.qty, command.price)
 
     def _answer(
         self, origin: Origin, command: cmd.Command, events: list[Event], cancelled: int

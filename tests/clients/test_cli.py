@@ -93,7 +93,7 @@ async def test_the_installed_script(served: Served) -> None:
     assert refused.json == {
         "ok": False,
         "error": "OFF_LOT",
-        "text": "quantity is not a whole number of lots",
+        "text": "quantity 7 is not a whole number of lots of 8 GPU-hours",
     }
 
 

@@ -68,10 +68,13 @@ async def test_every_kind_of_bad_input_gets_a_code_and_changes_nothing(gateway: 
     assert state_digest(core) == before  # nothing reached the exchange
 
     # Well-formed but refused by the exchange: a rejected report, still no change.
-    for price, qty, reason in (
-        (1005, 8, "OFF_TICK"),
-        (1000, 5, "OFF_LOT"),
-        (0, 8, "INVALID_PRICE"),
+    # The text names the instrument's limit that was broken (tick 10, lot 8).
+    for price, qty, reason, text in (
+        (1005, 8, "OFF_TICK", "price 1005 fen is not a whole number of ticks of 10 fen"),
+        (1000, 5, "OFF_LOT", "quantity 5 is not a whole number of lots of 8 GPU-hours"),
+        (0, 8, "INVALID_PRICE", p.REASON_TEXT["INVALID_PRICE"]),
+        (10**12, 8, "INVALID_PRICE", f"price {10**12} fen is outside 1 to 10000000 fen"),
+        (1000, 10**9, "INVALID_QUANTITY", "quantity 1000000000 is outside 1 to 10000000 GPU-hours"),
     ):
         rid = await su1.send(
             "new_order",
@@ -83,7 +86,7 @@ async def test_every_kind_of_bad_input_gets_a_code_and_changes_nothing(gateway: 
         )
         rejected = await su1.expect(p.ExecutionReport, id=rid)
         assert rejected.exec_type is p.ExecType.REJECTED and rejected.reason == reason
-        assert rejected.text
+        assert rejected.text == text
     rid = await su1.send(
         "new_order", client_order_id="nope", instrument_id="NO-SUCH", side="BUY", qty=8, price=1000
     )

@@ -22,6 +22,14 @@ async def test_order_life_new_amend_cancel(gateway: Gateway) -> None:
     assert amended.exec_type is p.ExecType.REPLACED
     assert (amended.qty, amended.leaves_qty, amended.order_id) == (40, 40, new.order_id)
 
+    rid = await su1.send("amend_order", order_id=new.order_id, qty=44)
+    reject = await su1.expect(p.CancelReject, id=rid)
+    assert (reject.reason, reject.request) == ("OFF_LOT", "amend_order")
+    assert reject.text == "quantity 44 is not a whole number of lots of 8 GPU-hours"
+    rid = await su1.send("amend_order", client_order_id="b1", price=1003)
+    reject = await su1.expect(p.CancelReject, id=rid)
+    assert reject.text == "price 1003 fen is not a whole number of ticks of 10 fen"
+
     rid = await su1.send("order_status", client_order_id="b1")
     status = await su1.expect(p.ExecutionReport, id=rid)
     assert status.exec_type is p.ExecType.ORDER_STATUS
