@@ -684,15 +684,21 @@ def vouchers(url: str, key: str, as_json: bool) -> None:
 
 
 @click.command()
+@click.option(
+    "--limit", type=click.IntRange(1, 1_000), default=20, show_default=True, help="How many."
+)
+@click.option("--before", type=int, default=0, help="Only contracts with ids below this.")
 @connection_options
-def contracts(url: str, key: str, as_json: bool) -> None:
-    """Show the compute contracts the account bought or sold, with cash and voucher parts.
+def contracts(limit: int, before: int, url: str, key: str, as_json: bool) -> None:
+    """Show the compute contracts the account bought or sold, with cash and voucher
+    parts, newest first.
 
     \b
-    Example:
+    Examples:
       suanli contracts
+      suanli contracts --limit 100 --before 5120 --json
     """
-    result = run(with_client(url, key, lambda c: c.contracts()), as_json)
+    result = run(with_client(url, key, lambda c: c.contracts(limit=limit, before=before)), as_json)
     if as_json:
         emit_json(result)
         return

@@ -1016,11 +1016,28 @@ class Client:
         )
         return result
 
-    async def contracts(self, account_id: str = "") -> list[p.Contract]:
-        """Compute contracts the account bought or sold."""
-        query = {"account": account_id} if account_id else {}
+    async def contracts(
+        self, account_id: str = "", *, limit: int = 100, before: int = 0
+    ) -> list[p.Contract]:
+        """One page of the compute contracts the account bought or sold, newest first:
+        at most ``limit`` (1 to 1000), with ids below ``before`` (0: the newest).
+        An operator reads ``account_id``'s, or everyone's."""
+        query = {"limit": str(limit)}
+        if account_id:
+            query["account"] = account_id
+        if before:
+            query["before"] = str(before)
         result: list[p.Contract] = await self._get("contracts", list[p.Contract], **query)
         return result
+
+    async def every_contract(self, account_id: str = "") -> list[p.Contract]:
+        """Every contract ``contracts`` would page through, newest first."""
+        out: list[p.Contract] = []
+        before = 0
+        while page := await self.contracts(account_id, limit=1_000, before=before):
+            out.extend(page)
+            before = page[-1].contract_id
+        return out
 
     async def claims(self, account_id: str = "") -> list[p.Claim]:
         """Voucher claims the account holds (providers) or owes (issuers)."""

@@ -508,7 +508,7 @@ class Simulation:
 
     async def report(self, ops: Client) -> dict[str, Any]:
         names = {a.name for a in self.agents}
-        contracts = [c for c in await ops.contracts() if c.instrument_id in self.instruments]
+        contracts = [c for c in await ops.every_contract() if c.instrument_id in self.instruments]
         balances = {b.account_id: b for b in await ops.all_balances() if b.account_id in names}
         vouchers = {v.voucher_id: v for v in await ops.vouchers() if v.holder in names}
         claims = [c for c in await ops.claims() if c.provider in names]

@@ -103,6 +103,17 @@ class IdTable(Generic[V]):
             out.extend(chunk)
         return out
 
+    def below(self, before: int) -> Iterator[int]:
+        """The ids below ``before``, largest first, lazily: a page of the newest
+        costs its own length and the chunks it passes, not the table's size."""
+        numbers = sorted((n for n in self._chunks if n <= before >> CHUNK_BITS), reverse=True)
+        for number in numbers:
+            chunk = self._chunks[number]
+            keys = list(chunk) if self._ordered else sorted(chunk)
+            for key in reversed(keys):
+                if key < before:
+                    yield key
+
     def values(self) -> list[V]:
         """Every value, in increasing order of id."""
         if not self._ordered:

@@ -44,8 +44,10 @@ A fill is O(1) amortised; a page of history O(log trades + limit).
 from __future__ import annotations
 
 import bisect
+import itertools
 import zlib
 from array import array
+from collections.abc import Iterator
 
 from exchange.core import ExchangeCore
 from exchange.events import Trade
@@ -53,7 +55,7 @@ from exchange.reference import InstrumentStatus, Side
 from gateway import protocol as p
 
 DAY_NS = 86_400 * 10**9
-MAX_TRADES_PAGE = 1_000
+MAX_PAGE = 1_000  # the most one page of a history holds (trades, orders, contracts)
 
 Levels = list[tuple[int, int]]
 
@@ -165,6 +167,7 @@ class MarketData:
         self.depth = depth
         self.checksum_depth = checksum_depth
         self.feeds: dict[str, InstrumentFeed] = {}
+        self.contract_ids: dict[str, list[int]] = {}  # each account's, oldest first
         for instrument_id in core.instruments:
             self.feed(instrument_id)
             self.refresh(instrument_id)
@@ -174,6 +177,7 @@ class MarketData:
             feed = self.feed(trade.instrument_id)
             feed.trade_ids.append(trade.trade_id)
             feed.contracted += trade.qty
+            self._party(trade)
             if trade.ts > horizon:
                 feed.add(trade.ts, trade.price, trade.qty)
 
@@ -235,6 +239,7 @@ class MarketData:
         qty = ev.qty
         feed.trade_ids.append(ev.trade_id)
         feed.contracted += qty
+        self._party(ev)
         # feed.add, inline: a fill is on the hot path.
         tape_ts = feed.tape_ts
         tape_ts.append(ts)
@@ -247,6 +252,29 @@ class MarketData:
         feed.last_qty = qty
         if tape_ts[feed.tape_head] <= ts - DAY_NS:
             feed.prune(ts)
+
+    def _party(self, ev: Trade) -> None:
+        """File the contract under its buyer and its seller."""
+        ids = self.contract_ids
+        for account in (ev.buyer, ev.seller) if ev.buyer != ev.seller else (ev.buyer,):
+            mine = ids.get(account)
+            if mine is None:
+                ids[account] = [ev.trade_id]
+            else:
+                mine.append(ev.trade_id)
+
+    def contracts(self, account: str | None, limit: int, before: int) -> Iterator[Trade]:
+        """Contracts of ``account`` (None: everyone's) with ids below ``before``, newest
+        first, at most ``limit``; a page costs its own length, not the history's."""
+        contracts = self.core.contracts
+        if account is None:
+            ids: Iterator[int] = contracts.below(before)
+        else:
+            mine = self.contract_ids.get(account, [])
+            end = bisect.bisect_left(mine, before)
+            ids = reversed(mine[max(0, end - limit) : end])
+        for trade_id in itertools.islice(ids, limit):
+            yield contracts[trade_id]
 
     @staticmethod
     def public_trade(ev: Trade) -> p.PublicTrade:

@@ -19,7 +19,8 @@ The state keeps only what changes, next to that report.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import bisect
+from collections.abc import Iterator, Mapping
 
 import msgspec
 
@@ -142,6 +143,7 @@ class OrderRegister:
         # Every order's state for good: a table that grows without pauses.
         self.orders: IdTable[OrderState] = IdTable()
         self.open_by_account: dict[str, set[int]] = {}
+        self.ids_by_account: dict[str, list[int]] = {}  # every order id, oldest first
 
     @classmethod
     def from_core(cls, core: ExchangeCore) -> OrderRegister:
@@ -182,8 +184,11 @@ class OrderRegister:
         account = base.account
         self.orders[order_id] = state
         open_ids = self.open_by_account.get(account)
-        if open_ids is None:
+        if open_ids is None:  # an account's two entries are made together, never removed
             open_ids = self.open_by_account[account] = set()
+            self.ids_by_account[account] = [order_id]
+        else:
+            self.ids_by_account[account].append(order_id)
         open_ids.add(order_id)
 
     def _close(self, state: OrderState) -> None:
@@ -200,6 +205,16 @@ class OrderRegister:
         if state is None or state.account != account:
             return None
         return state
+
+    def ids_below(self, account: str | None, before: int) -> Iterator[int]:
+        """Ids of the orders of ``account`` (None: everyone's) below ``before``, newest
+        first, lazily: a page costs its own length, not the account's history."""
+        if account is None:
+            yield from self.orders.below(before)
+            return
+        ids = self.ids_by_account.get(account, [])
+        for i in range(bisect.bisect_left(ids, before) - 1, -1, -1):
+            yield ids[i]
 
     def open_orders(self, account: str | None, instrument_id: str = "") -> list[OrderState]:
         """Open orders of one account (or of everyone), oldest first."""

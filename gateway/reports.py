@@ -3,7 +3,11 @@
 All answers are JSON; money is integer fen, quantities integer GPU-hours,
 times integer nanoseconds (UTC). Authenticate with ``Authorization: Bearer
 <key>`` (or ``X-API-Key``). Everything is read from the live core on the
-event loop, between batches, so each answer is one consistent state.
+event loop, between batches, so each answer is one consistent state (but for
+a filtered read of order history, which may pass the loop on between slices).
+Histories (trades, orders, contracts) come newest first, a page at a time
+(``?limit=``, ``?before=``), each page from an index, so no read costs the
+exchange more than its page.
 
 Public
     ``GET /api/v1/instruments``, ``/api/v1/instruments/{id}``,
@@ -20,6 +24,7 @@ Operators and issuers (an issuer sees its own programmes)
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 from collections import defaultdict
 from typing import Any
@@ -32,13 +37,14 @@ from exchange.events import Trade
 from exchange.reference import Role
 from gateway import app as gw
 from gateway.auth import Principal
-from gateway.marketdata import MAX_TRADES_PAGE
+from gateway.marketdata import MAX_PAGE
 from gateway.orders import VIEW_FIELDS, OrderState
 
 _json = msgspec.json.Encoder()
 
 _DAY_NS = 86_400 * 10**9
-_NEWEST = 2**63 - 1  # above every trade id: ``before`` it is the newest trade
+_NEWEST = 2**63 - 1  # above every id: ``before`` it is the newest
+_SCAN_SLICE = 10_000  # orders a filtered history read passes between turns of the loop
 
 
 def _respond(body: Any, status: int = 200) -> web.Response:
@@ -153,8 +159,7 @@ async def trades(request: web.Request) -> web.Response:
     ``before`` of the next, older one.
     """
     instrument_id = _known_instrument(request)
-    limit = _query_int(request, "limit", 100, 1, MAX_TRADES_PAGE)
-    before = _query_int(request, "before", _NEWEST, 1, _NEWEST)
+    limit, before = _page(request)
     md = request.app[gw.ROUTER].marketdata
     return _respond([md.public_trade(t) for t in md.trades(instrument_id, limit, before)])
 
@@ -213,27 +218,55 @@ def _order_view(state: OrderState) -> dict[str, Any]:
     return {name: getattr(state, name) for name in VIEW_FIELDS}
 
 
+def _page(request: web.Request) -> tuple[int, int]:
+    """``?limit=`` (1 to 1000, default 100) and ``?before=`` (an id; default: above
+    every id) of a list read newest first."""
+    return (
+        _query_int(request, "limit", 100, 1, MAX_PAGE),
+        _query_int(request, "before", _NEWEST, 1, _NEWEST),
+    )
+
+
 async def orders(request: web.Request) -> web.Response:
+    """An account's orders (an operator's: everyone's, or ``?account=``'s), newest
+    first, a page at a time: the open ones, or with ``?status=all`` the finished too.
+
+    An ``?instrument_id=`` filter over ``all`` reads the history back until the
+    page is full, yielding to the exchange every ``_SCAN_SLICE`` orders it passes.
+    """
     principal = _principal(request)
     subject = _subject(request, principal)
+    status = request.query.get("status", "open")
+    if status not in ("open", "all"):
+        raise _error(400, "INVALID_FIELD", "status must be open or all")
+    instrument_id = request.query.get("instrument_id", "")
+    limit, before = _page(request)
     register = request.app[gw.ROUTER].register
-    if request.query.get("status", "open") == "all":
-        states = [s for s in register.orders.values() if subject is None or s.account == subject]
-    else:
-        states = register.open_orders(subject, request.query.get("instrument_id", ""))
-    return _respond([_order_view(s) for s in states])
+    if status == "open":
+        states = register.open_orders(subject, instrument_id)
+        page = [s for s in reversed(states) if s.order_id < before][:limit]
+        return _respond([_order_view(s) for s in page])
+    found: list[OrderState] = []
+    for passed, order_id in enumerate(register.ids_below(subject, before), 1):
+        state = register.orders.get(order_id)
+        if state is not None and (not instrument_id or state.instrument_id == instrument_id):
+            found.append(state)
+            if len(found) == limit:
+                break
+        if passed % _SCAN_SLICE == 0:
+            await asyncio.sleep(0)
+    return _respond([_order_view(s) for s in found])
 
 
 async def contracts(request: web.Request) -> web.Response:
+    """An account's contracts (an operator's: everyone's, or ``?account=``'s), newest
+    first, a page at a time."""
     principal = _principal(request)
     subject = _subject(request, principal)
+    limit, before = _page(request)
     router = request.app[gw.ROUTER]
     return _respond(
-        [
-            router.contract(t)
-            for t in _core(request).contracts.values()
-            if subject is None or subject in (t.buyer, t.seller)
-        ]
+        [router.contract(t) for t in router.marketdata.contracts(subject, limit, before)]
     )
 
 

@@ -48,6 +48,7 @@ def test_an_id_table_agrees_with_a_dict(writes: list[tuple[int, int]]) -> None:
     for key in {*model, -6, 0, 4095, 4096, 20_001}:
         assert table.get(key) == model.get(key)
         assert (key in table) == (key in model)
+        assert list(table.below(key)) == sorted((k for k in model if k < key), reverse=True)
 
 
 def test_the_collector_does_not_walk_the_tables() -> None:

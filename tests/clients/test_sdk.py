@@ -83,8 +83,17 @@ async def test_a_trade_with_a_voucher_and_its_claim(served: Served) -> None:
         1_000,
     )
     assert contract.cash + contract.voucher == 16_000 and contract.voucher == 4_800  # 30%
+    await dc.place_order(H100, Side.SELL, 8, 1_000)
+    await su.place_order(H100, Side.BUY, 8, 1_000)  # a second contract, newer
+    newest, oldest = await su.contracts(limit=1), await su.contracts(before=contract.contract_id)
+    assert newest[0].contract_id > contract.contract_id and oldest == []
+    assert [c.contract_id for c in await su.every_contract()] == [
+        newest[0].contract_id,
+        contract.contract_id,
+    ]
     balance = await su.balances()
-    assert balance.holdings == {H100: 16} and balance.cash == cash_before - contract.cash
+    assert balance.holdings == {H100: 24}
+    assert balance.cash == cash_before - contract.cash - newest[0].cash
     (voucher,) = await su.vouchers()
     assert voucher.spent == contract.voucher
 

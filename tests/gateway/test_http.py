@@ -118,3 +118,67 @@ async def test_logs_never_carry_keys(gateway: Gateway) -> None:
     assert any(entry.get("event") == "api_key_issued" for entry in logs)
     for secret in (key("ops"), key("su1"), issued.key, key("su2")):
         assert secret.split("_")[2] not in text
+
+
+async def _pages(gateway: Gateway, path: str, account: str, id_field: str) -> list[list[int]]:
+    """Every page of a history, read with ``limit=2`` and each page's last id as the
+    next ``before``."""
+    pages: list[list[int]] = []
+    before = ""
+    while True:
+        sep = "&" if "?" in path else "?"
+        status, page = await gateway.get(f"{path}{sep}limit=2{before}", account)
+        assert status == 200, page
+        if not page:
+            return pages
+        pages.append([row[id_field] for row in page])
+        before = f"&before={pages[-1][-1]}"
+
+
+async def test_histories_come_newest_first_a_page_at_a_time(gateway: Gateway) -> None:
+    su1 = await gateway.connect("su1")
+    dc1 = await gateway.connect("dc1")
+    mine: list[int] = []
+    for n, (instrument_id, price) in enumerate([(H100, 900), (ASCEND, 900), (H100, 910)] * 2):
+        rid = await su1.send(
+            "new_order",
+            client_order_id=f"b{n}",
+            instrument_id=instrument_id,
+            side="BUY",
+            qty=8,
+            price=price,
+        )
+        mine.append((await su1.expect(p.ExecutionReport, id=rid)).order_id)
+    for n in range(3):  # fills su1's three best bids on H100 (two at 910, one at 900)
+        rid = await dc1.send(
+            "new_order", client_order_id=f"s{n}", instrument_id=H100, side="SELL", qty=8, price=900
+        )
+        await dc1.expect(p.ExecutionReport, id=rid)
+    _, sells = await gateway.get("/api/v1/orders?status=all", "dc1")
+    everyone = sorted([*mine, *(o["order_id"] for o in sells)], reverse=True)
+
+    pages = await _pages(gateway, "/api/v1/orders?status=all", "su1", "order_id")
+    assert [len(page) for page in pages] == [2, 2, 2]
+    assert [i for page in pages for i in page] == sorted(mine, reverse=True)
+    pages = await _pages(gateway, "/api/v1/orders?status=all", "ops", "order_id")
+    assert [i for page in pages for i in page] == everyone
+    pages = await _pages(
+        gateway, f"/api/v1/orders?status=all&instrument_id={ASCEND}", "su1", "order_id"
+    )
+    assert [i for page in pages for i in page] == [mine[4], mine[1]]
+    pages = await _pages(gateway, "/api/v1/orders", "su1", "order_id")  # open: 6 - 3 filled
+    assert [i for page in pages for i in page] == [mine[4], mine[3], mine[1]]
+
+    pages = await _pages(gateway, "/api/v1/contracts", "su1", "contract_id")
+    contract_ids = [i for page in pages for i in page]
+    assert len(contract_ids) == 3 and contract_ids == sorted(contract_ids, reverse=True)
+    assert [
+        i for page in await _pages(gateway, "/api/v1/contracts", "ops", "contract_id") for i in page
+    ] == contract_ids
+    assert (await gateway.get("/api/v1/contracts", "su2"))[1] == []
+
+    for query in ("status=done", "limit=0", "limit=1001", "before=0", "before=x"):
+        status, error = await gateway.get(f"/api/v1/orders?{query}", "su1")
+        assert (status, error["error"]) == (400, "INVALID_FIELD"), query
+    status, error = await gateway.get("/api/v1/contracts?limit=-1", "su1")
+    assert (status, error["error"]) == (400, "INVALID_FIELD")
