@@ -177,7 +177,9 @@ class MarketData:
             feed = self.feed(trade.instrument_id)
             feed.trade_ids.append(trade.trade_id)
             feed.contracted += trade.qty
-            self._party(trade)
+            self.contract_ids.setdefault(trade.buyer, []).append(trade.trade_id)
+            if trade.seller != trade.buyer:
+                self.contract_ids.setdefault(trade.seller, []).append(trade.trade_id)
             if trade.ts > horizon:
                 feed.add(trade.ts, trade.price, trade.qty)
 
@@ -237,9 +239,23 @@ class MarketData:
         ts = ev.ts
         price = ev.price
         qty = ev.qty
-        feed.trade_ids.append(ev.trade_id)
+        trade_id = ev.trade_id
+        feed.trade_ids.append(trade_id)
         feed.contracted += qty
-        self._party(ev)
+        # The contract under its buyer and its seller (setdefault would build a list a call).
+        by_account = self.contract_ids
+        buyer = ev.buyer
+        mine = by_account.get(buyer)
+        if mine is None:
+            by_account[buyer] = [trade_id]
+        else:
+            mine.append(trade_id)
+        seller = ev.seller
+        mine = by_account.get(seller)
+        if mine is None:
+            by_account[seller] = [trade_id]
+        elif seller != buyer:
+            mine.append(trade_id)
         # feed.add, inline: a fill is on the hot path.
         tape_ts = feed.tape_ts
         tape_ts.append(ts)
@@ -252,16 +268,6 @@ class MarketData:
         feed.last_qty = qty
         if tape_ts[feed.tape_head] <= ts - DAY_NS:
             feed.prune(ts)
-
-    def _party(self, ev: Trade) -> None:
-        """File the contract under its buyer and its seller."""
-        ids = self.contract_ids
-        for account in (ev.buyer, ev.seller) if ev.buyer != ev.seller else (ev.buyer,):
-            mine = ids.get(account)
-            if mine is None:
-                ids[account] = [ev.trade_id]
-            else:
-                mine.append(ev.trade_id)
 
     def contracts(self, account: str | None, limit: int, before: int) -> Iterator[Trade]:
         """Contracts of ``account`` (None: everyone's) with ids below ``before``, newest

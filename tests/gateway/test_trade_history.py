@@ -147,3 +147,10 @@ async def test_history_survives_a_restart(start_gateway: GatewayFactory, tmp_pat
     fill = await traders.trade(H100, 1050, 8, "BUY")
     after = await _history(second, H100)
     assert [r["trade_id"] for r in after] == [fill.trade_id] + [r["trade_id"] for r in before]
+    # Each party's contracts too: recovered, then the new one on top.
+    for account in ("dc1", "su2", "ops"):
+        status, contracts = await second.get("/api/v1/contracts", account)
+        assert status == 200
+        assert [c["contract_id"] for c in contracts] == [r["trade_id"] for r in after], account
+    status, contracts = await second.get("/api/v1/contracts", "su1")
+    assert contracts == []
