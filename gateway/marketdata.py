@@ -167,7 +167,9 @@ class MarketData:
         self.depth = depth
         self.checksum_depth = checksum_depth
         self.feeds: dict[str, InstrumentFeed] = {}
-        self.contract_ids: dict[str, list[int]] = {}  # each account's, oldest first
+        # Each account's contract ids, oldest first: arrays, whose ids the collector
+        # never visits (a list of millions would be walked by every full collection).
+        self.contract_ids: dict[str, array[int]] = {}
         for instrument_id in core.instruments:
             self.feed(instrument_id)
             self.refresh(instrument_id)
@@ -177,9 +179,9 @@ class MarketData:
             feed = self.feed(trade.instrument_id)
             feed.trade_ids.append(trade.trade_id)
             feed.contracted += trade.qty
-            self.contract_ids.setdefault(trade.buyer, []).append(trade.trade_id)
+            self.contract_ids.setdefault(trade.buyer, array("q")).append(trade.trade_id)
             if trade.seller != trade.buyer:
-                self.contract_ids.setdefault(trade.seller, []).append(trade.trade_id)
+                self.contract_ids.setdefault(trade.seller, array("q")).append(trade.trade_id)
             if trade.ts > horizon:
                 feed.add(trade.ts, trade.price, trade.qty)
 
@@ -242,19 +244,18 @@ class MarketData:
         trade_id = ev.trade_id
         feed.trade_ids.append(trade_id)
         feed.contracted += qty
-        # The contract under its buyer and its seller (setdefault would build a list a call).
+        # The contract under its buyer and its seller (setdefault would build an array a call).
         by_account = self.contract_ids
         buyer = ev.buyer
         mine = by_account.get(buyer)
         if mine is None:
-            by_account[buyer] = [trade_id]
-        else:
-            mine.append(trade_id)
+            mine = by_account[buyer] = array("q")
+        mine.append(trade_id)
         seller = ev.seller
         mine = by_account.get(seller)
         if mine is None:
-            by_account[seller] = [trade_id]
-        elif seller != buyer:
+            mine = by_account[seller] = array("q")
+        if seller != buyer:
             mine.append(trade_id)
         # feed.add, inline: a fill is on the hot path.
         tape_ts = feed.tape_ts
@@ -276,7 +277,7 @@ class MarketData:
         if account is None:
             ids: Iterator[int] = contracts.below(before)
         else:
-            mine = self.contract_ids.get(account, [])
+            mine = self.contract_ids.get(account, array("q"))
             end = bisect.bisect_left(mine, before)
             ids = reversed(mine[max(0, end - limit) : end])
         for trade_id in itertools.islice(ids, limit):

@@ -20,6 +20,7 @@ The state keeps only what changes, next to that report.
 from __future__ import annotations
 
 import bisect
+from array import array
 from collections.abc import Iterator, Mapping
 
 import msgspec
@@ -143,7 +144,9 @@ class OrderRegister:
         # Every order's state for good: a table that grows without pauses.
         self.orders: IdTable[OrderState] = IdTable()
         self.open_by_account: dict[str, set[int]] = {}
-        self.ids_by_account: dict[str, list[int]] = {}  # every order id, oldest first
+        # Every order id of each account, oldest first: arrays, whose ids the collector
+        # never visits (a list of millions would be walked by every full collection).
+        self.ids_by_account: dict[str, array[int]] = {}
 
     @classmethod
     def from_core(cls, core: ExchangeCore) -> OrderRegister:
@@ -186,7 +189,7 @@ class OrderRegister:
         open_ids = self.open_by_account.get(account)
         if open_ids is None:  # an account's two entries are made together, never removed
             open_ids = self.open_by_account[account] = set()
-            self.ids_by_account[account] = [order_id]
+            self.ids_by_account[account] = array("q", (order_id,))
         else:
             self.ids_by_account[account].append(order_id)
         open_ids.add(order_id)
@@ -212,7 +215,7 @@ class OrderRegister:
         if account is None:
             yield from self.orders.below(before)
             return
-        ids = self.ids_by_account.get(account, [])
+        ids = self.ids_by_account.get(account, array("q"))
         for i in range(bisect.bisect_left(ids, before) - 1, -1, -1):
             yield ids[i]
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
+
 import structlog
 
 from gateway import protocol as p
+from gateway.app import ROUTER
 from tests.gateway.conftest import ASCEND, H100, Gateway, key
 
 
@@ -176,6 +179,12 @@ async def test_histories_come_newest_first_a_page_at_a_time(gateway: Gateway) ->
         i for page in await _pages(gateway, "/api/v1/contracts", "ops", "contract_id") for i in page
     ] == contract_ids
     assert (await gateway.get("/api/v1/contracts", "su2"))[1] == []
+
+    # The indexes grow for good: arrays, whose ids no collection visits (a list's are).
+    router = gateway.app[ROUTER]
+    indexes = [*router.register.ids_by_account.values(), *router.marketdata.contract_ids.values()]
+    assert len(indexes) == 4
+    assert not [x for ids in indexes for x in gc.get_referents(ids) if isinstance(x, int)]
 
     for query in ("status=done", "limit=0", "limit=1001", "before=0", "before=x"):
         status, error = await gateway.get(f"/api/v1/orders?{query}", "su1")
