@@ -254,11 +254,16 @@ class Session:
                 asyncio.get_running_loop().call_soon(self.write_now)
 
     def backed_up(self) -> bool:
-        """The socket takes no more: the transport's buffer is above its high-water mark.
+        """The socket takes no more: the transport's buffer is above its high-water
+        mark, or was and has not drained to its low one since (the writer waits).
 
         A long queue alone is no sign of a slow reader (one batch can queue a
-        thousand reports at once); a long queue behind a full socket is.
+        thousand reports at once); a long queue behind a full socket is. The
+        buffer of a reader that stopped can settle just below the high mark (the
+        kernel took a little of the last write), and stay there for good.
         """
+        if self._backed_up:
+            return True
         transport = self.transport
         if transport.is_closing():
             return True
