@@ -1034,10 +1034,12 @@ class Client:
         """Every contract ``contracts`` would page through, newest first."""
         out: list[p.Contract] = []
         before = 0
-        while page := await self.contracts(account_id, limit=1_000, before=before):
+        while True:
+            page = await self.contracts(account_id, limit=1_000, before=before)
             out.extend(page)
+            if len(page) < 1_000:  # the last page
+                return out
             before = page[-1].contract_id
-        return out
 
     async def claims(self, account_id: str = "") -> list[p.Claim]:
         """Voucher claims the account holds (providers) or owes (issuers)."""
