@@ -30,7 +30,6 @@ import msgspec
 import structlog
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from exchange import audit
 from exchange.commands import Command
@@ -276,9 +275,6 @@ def verify(path: Path, as_json: bool, check_every: int) -> None:
 
 def _print_summary(summary: dict[str, Any]) -> None:
     console = Console()
-    table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
     for key in (
         "path",
         "segments",
@@ -298,8 +294,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
         "state_digest",
         "seconds",
     ):
-        table.add_row(key.replace("_", " "), str(summary[key]))
-    console.print(table)
+        # A line each, never cut or wrapped by rich: digests are compared whole.
+        name = key.replace("_", " ")
+        console.print(f"[bold]{name:<18}[/] {summary[key]}", soft_wrap=True, highlight=False)
     torn = summary["torn_tail"]
     if torn:
         console.print(
