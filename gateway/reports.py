@@ -194,9 +194,16 @@ async def programmes(request: web.Request) -> web.Response:
 
 
 def _subject(request: web.Request, principal: Principal) -> str | None:
-    """The account to report on: one's own; an operator may pick any, or all (None)."""
+    """The account to report on: one's own; an operator may pick any, or all (None).
+
+    Anyone else naming another account is refused rather than shown their own
+    records under that name.
+    """
+    asked = request.query.get("account")
     if principal.role is Role.OPERATOR:
-        return request.query.get("account") or None
+        return asked or None
+    if asked and asked != principal.account_id:
+        raise _error(403, "NOT_PERMITTED", "only operators may read another account's records")
     return principal.account_id
 
 

@@ -83,6 +83,11 @@ async def test_an_account_cannot_see_or_cancel_anothers_orders(gateway: Gateway)
     assert [o["client_order_id"] for o in orders] == ["mine"]
     status_code, _ = await gateway.get("/api/v1/accounts", "su1")
     assert status_code == 403
+    for path in ("account", "orders", "contracts", "vouchers", "claims"):
+        status_code, error = await gateway.get(f"/api/v1/{path}?account=su1", "su2")
+        assert (status_code, error["error"]) == (403, "NOT_PERMITTED"), path
+        status_code, _ = await gateway.get(f"/api/v1/{path}?account=su2", "su2")
+        assert status_code == 200, path  # naming oneself is fine
 
 
 async def test_a_startup_cannot_issue_vouchers_or_halt_markets(gateway: Gateway) -> None:
