@@ -133,6 +133,21 @@ class Client:
         request_id: int = fields["id"]
         return request_id
 
+    async def order(
+        self, client_order_id: str, instrument_id: str, side: str, qty: int, price: int
+    ) -> p.ExecutionReport:
+        """Place a limit order; its first execution report."""
+        rid = await self.send(
+            "new_order",
+            client_order_id=client_order_id,
+            instrument_id=instrument_id,
+            side=side,
+            qty=qty,
+            price=price,
+        )
+        report: p.ExecutionReport = await self.expect(p.ExecutionReport, id=rid)
+        return report
+
     async def recv(self) -> Any:
         msg = await self.ws.receive(timeout=WAIT)
         if msg.type is not aiohttp.WSMsgType.TEXT:

@@ -143,20 +143,9 @@ async def test_histories_come_newest_first_a_page_at_a_time(gateway: Gateway) ->
     dc1 = await gateway.connect("dc1")
     mine: list[int] = []
     for n, (instrument_id, price) in enumerate([(H100, 900), (ASCEND, 900), (H100, 910)] * 2):
-        rid = await su1.send(
-            "new_order",
-            client_order_id=f"b{n}",
-            instrument_id=instrument_id,
-            side="BUY",
-            qty=8,
-            price=price,
-        )
-        mine.append((await su1.expect(p.ExecutionReport, id=rid)).order_id)
+        mine.append((await su1.order(f"b{n}", instrument_id, "BUY", 8, price)).order_id)
     for n in range(3):  # fills su1's three best bids on H100 (two at 910, one at 900)
-        rid = await dc1.send(
-            "new_order", client_order_id=f"s{n}", instrument_id=H100, side="SELL", qty=8, price=900
-        )
-        await dc1.expect(p.ExecutionReport, id=rid)
+        await dc1.order(f"s{n}", H100, "SELL", 8, 900)
     _, sells = await gateway.get("/api/v1/orders?status=all", "dc1")
     everyone = sorted([*mine, *(o["order_id"] for o in sells)], reverse=True)
 

@@ -140,15 +140,7 @@ async def test_ioc_remainder_and_gtd_expiry(gateway: Gateway) -> None:
 async def test_cancel_all_per_instrument_and_everything(gateway: Gateway) -> None:
     dc1 = await gateway.connect("dc1")
     for n, instrument_id in enumerate((H100, H100, "ASCEND910B-SUZHOU-STATE-W1")):
-        rid = await dc1.send(
-            "new_order",
-            client_order_id=f"s{n}",
-            instrument_id=instrument_id,
-            side="SELL",
-            qty=8,
-            price=2000 + 10 * n,
-        )
-        await dc1.expect(p.ExecutionReport, id=rid)
+        await dc1.order(f"s{n}", instrument_id, "SELL", 8, 2000 + 10 * n)
     rid = await dc1.send("cancel_all", instrument_id=H100)
     done = await dc1.expect(p.CancelAllDone, id=rid)
     assert done.cancelled == 2
