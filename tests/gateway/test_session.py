@@ -7,6 +7,7 @@ from typing import Any, cast
 
 from aiohttp import web
 
+from benchmarks.gateway import take_frames
 from gateway import protocol as p
 from gateway.marketdata import MarketData
 from gateway.session import Session, SessionLimits
@@ -17,14 +18,18 @@ REPORT = b'{"type":"execution_report"}' + b" " * 400  # about a report's size
 
 class Socket:
     """A transport whose reader stopped: it buffers what it is given, and the
-    kernel took only ``taken`` bytes of it, once."""
+    kernel took only ``taken`` bytes of it, once (``taken`` < 0: all, always)."""
 
     def __init__(self, taken: int) -> None:
         self.buffered = 0
         self.taken = taken
         self.aborted = False
+        self.written = bytearray()
 
     def write(self, data: bytes) -> None:
+        self.written += data
+        if self.taken < 0:  # a reader that keeps up: the kernel takes it all
+            return
         self.buffered += len(data)
         self.buffered -= min(self.taken, self.buffered)
         self.taken = 0
@@ -84,5 +89,28 @@ async def test_a_long_queue_behind_a_socket_that_drains_is_not() -> None:
     socket.buffered = 0  # the reader caught up
     await asyncio.sleep(0.05)  # the writer task sees it drained and writes the rest
     assert not session.closing and session.sent > 150
+    session.abandon()
+    await session.wait_closed()
+
+
+async def test_every_message_goes_out_as_its_own_frame_in_order() -> None:
+    session, socket = await _session(taken=-1)
+    messages = [b"x" * size for size in (1, 125, 126, 3_000, 4_095)]
+    for message in messages:
+        session.send(message)
+    session.write_now()  # messages only, all within the budget: framed in one pass
+    session.send(b"y" * 70_000)  # above the budget and a two-byte length: one at a time
+    session.ping()
+    session.send(b"z")
+    session.write_now()  # the big one spends the budget: the writer task sends the rest
+    await asyncio.sleep(0.05)
+    frames = take_frames(socket.written)
+    assert frames == [
+        *((0x1, m) for m in messages),
+        (0x1, b"y" * 70_000),
+        (0x9, b""),
+        (0x1, b"z"),
+    ]
+    assert not socket.written and session.sent == len(messages) + 2
     session.abandon()
     await session.wait_closed()
