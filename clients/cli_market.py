@@ -42,6 +42,7 @@ from gateway import protocol as p
 DEFAULT_URL = "http://127.0.0.1:8080"
 EXIT_REFUSED = 1
 EXIT_UNREACHABLE = 3
+TAPE = 12  # trades the live book view shows
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -366,7 +367,7 @@ def book(instrument: str, depth: int, seconds: float, url: str, key: str, as_jso
             )
 
     async def live(client: Client) -> None:
-        trades: deque[p.PublicTrade] = deque(maxlen=12)
+        trades: deque[p.PublicTrade] = deque(maxlen=TAPE)
         latest: list[p.Ticker] = []
         async with (
             client.book(instrument) as watcher,
@@ -374,10 +375,14 @@ def book(instrument: str, depth: int, seconds: float, url: str, key: str, as_jso
             client.ticker(instrument) as ticks,
         ):
             local = await watcher.synced()
+            # The last trades from the history, then live ones; a trade that both
+            # the history and the (already open) tape bring is shown once.
+            trades.extend(reversed(await client.trade_history(instrument, limit=TAPE)))
 
             async def follow_trades() -> None:
                 async for t in tape:
-                    trades.append(t)
+                    if not trades or t.trade_id > trades[-1].trade_id:
+                        trades.append(t)
 
             async def follow_ticker() -> None:
                 async for t in ticks:

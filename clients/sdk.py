@@ -1030,6 +1030,19 @@ class Client:
         result: list[p.Contract] = await self._get("contracts", list[p.Contract], **query)
         return result
 
+    async def trade_history(
+        self, instrument_id: str, *, limit: int = 100, before: int = 0
+    ) -> list[p.PublicTrade]:
+        """One page of the instrument's executed trades, newest first: at most
+        ``limit`` (1 to 1000), with ids below ``before`` (0: the newest)."""
+        query = {"limit": str(limit)}
+        if before:
+            query["before"] = str(before)
+        result: list[p.PublicTrade] = await self._get(
+            f"trades/{instrument_id}", list[p.PublicTrade], **query
+        )
+        return result
+
     async def every_contract(self, account_id: str = "") -> list[p.Contract]:
         """Every contract ``contracts`` would page through, newest first."""
         out: list[p.Contract] = []

@@ -218,6 +218,17 @@ async def test_tables_print_ids_and_prices_whole(
     assert "…" not in placed.stdout + orders.stdout + shown.stdout
 
 
+async def test_the_live_book_opens_with_the_last_trades(served: Served) -> None:
+    await suanli(served, "order", H100, "sell", "8", "10.10", "--json", account="dc1")
+    bought = await suanli(served, "order", H100, "buy", "8", "10.10", "--json", account="su1")
+    assert bought.json[-1]["exec_type"] == "FILL"
+    watched = await suanli(served, "book", H100, "--seconds", "0.3")
+    assert watched.code == 0, watched.stderr
+    tape = watched.stdout[watched.stdout.rindex("last trades") :]
+    (row,) = [line for line in tape.splitlines() if " 10.10 " in line]
+    assert " 8 " in row and "BUY" in row  # traded before the view opened
+
+
 async def test_an_expiry_from_now_makes_a_gtd_order(served: Served) -> None:
     before = time.time_ns()
     placed = await suanli(

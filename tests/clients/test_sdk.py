@@ -91,6 +91,11 @@ async def test_a_trade_with_a_voucher_and_its_claim(served: Served) -> None:
         newest[0].contract_id,
         contract.contract_id,
     ]
+    tape = await su.trade_history(H100)  # public: the same fills, without the parties
+    assert [t.trade_id for t in tape] == [newest[0].contract_id, contract.contract_id]
+    assert [t.trade_id for t in await su.trade_history(H100, limit=1, before=tape[0].trade_id)] == [
+        contract.contract_id
+    ]
     balance = await su.balances()
     assert balance.holdings == {H100: 24}
     assert balance.cash == cash_before - contract.cash - newest[0].cash
