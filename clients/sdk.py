@@ -37,8 +37,10 @@ Contract
   that was open and is no longer, so fills made while it was away are not
   lost.
 
-Balances, vouchers, contracts and claims are read over HTTP
-(``/api/v1/...``, gateway/reports.py) with the same key.
+Balances, vouchers, contracts, claims and trade history are read over HTTP
+(``/api/v1/...``, gateway/reports.py) with the same key; histories a page at
+a time, newest first (``contracts``, ``trade_history``; ``every_contract``
+reads every page).
 """
 
 from __future__ import annotations
