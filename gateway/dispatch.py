@@ -107,8 +107,10 @@ class Dispatcher:
             assert code is not None
             self.refuse(session, p.ProtocolError(code, _permission_text(code), request.id))
             return
-        if kind is _NewOrderRequest:  # nearly all the traffic: straight to the exchange
-            assert isinstance(request, _NewOrderRequest) and principal is not None
+        # Nearly all the traffic, straight to the exchange. ``type() is``, not
+        # ``isinstance``, which a Struct class answers through ``__instancecheck__``.
+        if type(request) is _NewOrderRequest:
+            assert principal is not None
             self.router.submit(session, request, new_order(principal.account_id, request))
             return
         self.handle(session, request)
