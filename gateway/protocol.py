@@ -760,13 +760,15 @@ _server_decoder: Final = msgspec.json.Decoder(ServerMessage)
 
 def decode_message(data: bytes | str) -> ServerMessage:
     """A server message from JSON (for clients and tests); raises on bad input."""
-    return typing.cast(ServerMessage, _server_decoder.decode(data))
+    message: ServerMessage = _server_decoder.decode(data)
+    return message
 
 
 def decode_request(data: bytes | str) -> Request | ProtocolError:
     """A request from one text frame, or the error to answer it with."""
     try:
-        return typing.cast(Request, REQUEST_DECODER.decode(data))
+        request: Request = REQUEST_DECODER.decode(data)
+        return request
     except msgspec.DecodeError:
         return refusal(data)
 

@@ -352,9 +352,7 @@ class Router:
             elif type(ev) is OrderCancelled:
                 r = register.cancelled(ev)
                 if r is not None:
-                    self._requested_report(
-                        r, ev.account, requester, requester_account, request_id
-                    )
+                    self._requested_report(r, ev.account, requester, requester_account, request_id)
                 accounts.add(ev.account)
                 if r is not None and r.voucher_id:
                     vouchers.add(r.voucher_id)
@@ -384,9 +382,7 @@ class Router:
             case OrderAmended():
                 r = self.register.amended(ev)
                 if r is not None:
-                    self._requested_report(
-                        r, ev.account, requester, requester_account, request_id
-                    )
+                    self._requested_report(r, ev.account, requester, requester_account, request_id)
                 accounts.add(ev.account)
                 if r is not None and r.voucher_id:
                     self.dirty_vouchers.add(r.voucher_id)
