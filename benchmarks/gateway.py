@@ -10,14 +10,15 @@ What it measures
     price, so most orders trade at once. First at peak: each connection
     keeps ``--window`` orders in flight and sends a new one whenever one is
     acknowledged, for ``--seconds``; ``orders_per_sec`` is acknowledgements
-    per second (the median of ``--rounds`` runs). Right after the first
-    peak run, paced at half its rate (every 2 ms each connection writes the
-    orders then due, in one write, as a paced client would): ``ack_p50_ms``
-    and ``ack_p99_ms`` are the times from sending ``new_order`` to receiving
-    its first execution report (``NEW``), at half the peak rate;
-    ``peak_ack_p99_ms`` is the same at peak (all rounds), where it is mostly
-    queueing. Every order has a fresh client order id; if any is rejected
-    the script prints no figures and exits 1.
+    per second (the median of ``--rounds`` runs). A client sends the orders
+    that one read's answers call for in one write, as a client at this rate
+    would. Right after the first peak run, paced at half its rate (every
+    2 ms each client process writes the orders then due, one write a
+    connection): ``ack_p50_ms`` and ``ack_p99_ms`` are the times from sending
+    ``new_order`` to receiving its first execution report (``NEW``), at half
+    the peak rate; ``peak_ack_p99_ms`` is the same at peak (all rounds),
+    where it is mostly queueing. Every order has a fresh client order id; if
+    any is rejected the script prints no figures and exits 1.
 (b) **Echo baseline.** A bare aiohttp WebSocket server that sends every text
     frame straight back, in its own process, driven by the same clients with
     the same frames and window. ``echo_ratio`` = our orders per second / echo
@@ -38,8 +39,13 @@ What it measures
 
 The workload is seeded (``SEED``); each phase warms up for one second before
 it is timed. Server and clients share the machine's cores, so the figures are
-a floor. Runs in about a minute and a half and ends with one JSON line;
-``--quick`` (2-second phases, one round, 500 subscribers) in about 20 seconds.
+a floor. The order-entry client processes run at a lower priority (nice
+``CLIENT_NICE``), for both servers: on two cores they would otherwise take
+turns with the server under test, and its latency would be the scheduler's
+time slices; with it, the server runs whenever it has work, as it would with
+its clients on other machines, and the clients get the rest. Runs in about
+a minute and a half and ends with one JSON line; ``--quick`` (2-second
+phases, one round, 500 subscribers) in about 20 seconds.
 
     python -m benchmarks.gateway [--seconds 6] [--rounds 3] [--subscribers 2000] [--quick]
 
@@ -83,6 +89,8 @@ HOUR = 3_600 * 10**9
 BUYERS = [f"bench-su{i}" for i in range(4)]
 SELLERS = [f"bench-dc{i}" for i in range(4)]
 PRICE = 1_000
+# The order-entry clients yield the CPU to the server they measure (see the module doc).
+CLIENT_NICE = 10
 
 
 def _use_fast_loop() -> str:
@@ -247,7 +255,7 @@ def take_frames(buffer: bytearray) -> list[tuple[int, bytes]]:
     return frames
 
 
-class _Answer(msgspec.Struct):
+class _Answer(msgspec.Struct, gc=False):
     """The fields of any server message the drivers look at."""
 
     type: str
@@ -390,37 +398,52 @@ class _OrderEntry(_Frames):
             if self.window and self.sending:
                 self.order()
 
-    async def drive(self, *, window: int, rate: float, seconds: float, prefix: int) -> list[int]:
-        """Send orders for ``seconds``, window-limited or paced at ``rate``; ack latencies."""
-        self.latencies = []
-        self.n = prefix
-        self.sending = True
-        end = time.perf_counter() + seconds
-        if rate:
-            self.window = 0
-            interval = 0.002
-            budget = 0.0
-            next_tick = time.perf_counter()
-            while time.perf_counter() < end:
-                budget += rate * interval
-                self.cork()
-                while budget >= 1:
-                    budget -= 1
-                    self.order()
-                self.uncork()
-                next_tick += interval
-                await asyncio.sleep(max(0.0, next_tick - time.perf_counter()))
-        else:
-            self.window = window
+
+async def _drive(
+    conns: Sequence[_OrderEntry], *, window: int, rate: float, seconds: float, prefix: int
+) -> list[int]:
+    """Send orders on ``conns`` for ``seconds``, each window-limited or paced at ``rate``;
+    every ack latency.
+
+    Paced, one timer drives the process's connections: every 2 ms each writes the
+    orders then due in one write. (A timer a connection cost the clients a wake-up
+    each, on the cores the server is using.)
+    """
+    for conn in conns:
+        conn.latencies = []
+        conn.n = prefix
+        conn.sending = True
+        conn.window = 0 if rate else window
+    end = time.perf_counter() + seconds
+    if rate:
+        interval = 0.002
+        budget = 0.0
+        next_tick = time.perf_counter()
+        while time.perf_counter() < end:
+            budget += rate * interval
+            due = int(budget)
+            budget -= due
+            if due:
+                for conn in conns:
+                    conn.cork()
+                    for _ in range(due):
+                        conn.order()
+                    conn.uncork()
+            next_tick += interval
+            await asyncio.sleep(max(0.0, next_tick - time.perf_counter()))
+    else:
+        for conn in conns:
             for _ in range(window):
-                self.order()
-            await asyncio.sleep(seconds)
-        self.sending = False
-        deadline = time.perf_counter() + 10
-        while self.sent and time.perf_counter() < deadline:
-            await asyncio.sleep(0.01)
-        self.sent.clear()
-        return self.latencies
+                conn.order()
+        await asyncio.sleep(seconds)
+    for conn in conns:
+        conn.sending = False
+    deadline = time.perf_counter() + 10
+    while any(conn.sent for conn in conns) and time.perf_counter() < deadline:
+        await asyncio.sleep(0.01)
+    for conn in conns:
+        conn.sent.clear()
+    return [x for conn in conns for x in conn.latencies]
 
 
 def _client_process(
@@ -438,6 +461,7 @@ def _client_process(
     every order a gateway ever gets has a fresh client order id.
     """
     _use_fast_loop()
+    os.nice(CLIENT_NICE)
 
     async def main() -> tuple[list[list[int]], int]:
         loop = asyncio.get_running_loop()
@@ -457,18 +481,14 @@ def _client_process(
         await loop.run_in_executor(None, start.wait)
         results = []
         for index, (rate, seconds, window) in enumerate(phases):
-            per_conn = await asyncio.gather(
-                *(
-                    conn.drive(
-                        window=window,
-                        rate=rate,
-                        seconds=seconds,
-                        prefix=(first_phase + index + 1) * 10_000_000,
-                    )
-                    for conn in conns
-                )
+            latencies = await _drive(
+                conns,
+                window=window,
+                rate=rate,
+                seconds=seconds,
+                prefix=(first_phase + index + 1) * 10_000_000,
             )
-            results.append([x for latencies in per_conn for x in latencies])
+            results.append(latencies)
         for conn in conns:
             assert conn.transport is not None
             conn.transport.close()
