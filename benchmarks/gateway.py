@@ -12,8 +12,8 @@ What it measures
     acknowledged, for ``--seconds``; ``orders_per_sec`` is acknowledgements
     per second (the median of ``--rounds`` runs). A client sends the orders
     that one read's answers call for in one write, as a client at this rate
-    would. Right after the first peak run, paced at half its rate (every
-    2 ms each client process writes the orders then due, one write a
+    would. Then, on a fresh gateway, paced at half of ``orders_per_sec``
+    (every 2 ms each client process writes the orders then due, one write a
     connection): ``ack_p50_ms`` and ``ack_p99_ms`` are the times from sending
     ``new_order`` to receiving its first execution report (``NEW``), at half
     the peak rate; ``peak_ack_p99_ms`` is the same at peak (all rounds),
@@ -851,16 +851,6 @@ def main(argv: list[str] | None = None) -> int:
                     rejected += refused
                     peaks.append(len(lat) / args.seconds)
                     peak_lat.extend(lat)
-                    if round_ == 0:  # latency at half of this peak, on the same gateway
-                        half = peaks[0] / 2
-                        (_, half_lat), refused = _run_clients(
-                            port,
-                            True,
-                            [(half, 1.0, 10**9), (half, args.seconds, 10**9)],
-                            phases_run,
-                        )
-                        phases_run += 2
-                        rejected += refused
                 else:
                     (_, lat), _ = _run_clients(echo_port, False, [warm, timed])
                     echoes.append(len(lat) / args.seconds)
@@ -874,6 +864,17 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         _stop(server)
         _stop(echo)
+    # Latency at half of the reported peak, on a fresh gateway (as the fan-out is):
+    # the rounds leave a million orders or more in memory, and what that costs is
+    # the peak's business, not this figure's.
+    server, port = _start(_serve_gateway)
+    try:
+        (_, half_lat), refused = _run_clients(
+            port, True, [(peak / 2, 1.0, 10**9), (peak / 2, args.seconds, 10**9)]
+        )
+        rejected += refused
+    finally:
+        _stop(server)
     if rejected:
         print(
             f"{rejected} orders were rejected: the figures would not be of trading", file=sys.stderr
