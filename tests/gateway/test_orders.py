@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import typing
+
+from exchange.events import Event
 from gateway import protocol as p
 from gateway.app import SERVICE
 from tests.gateway.conftest import CASH, H100, Gateway, now_ns
@@ -222,3 +225,10 @@ async def test_voucher_purchase_claim_and_settlement(gateway: Gateway) -> None:
     rid = await city.send("settle_claim", claim_id=claim.claim_id)
     again = await city.expect(p.Rejected, id=rid)
     assert again.reason == "CLAIM_SETTLED"
+
+
+def test_no_event_class_is_subclassed_so_the_router_can_tell_them_apart_by_type() -> None:
+    """``Router.on_command`` matches events with ``type(ev) is X``: an event that
+    subclassed another would pass by its branch unhandled."""
+    for kind in typing.get_args(Event):
+        assert kind.__subclasses__() == [], kind
