@@ -74,12 +74,17 @@ class Dispatcher:
         limits = session.limits
         now = _monotonic()
         session.last_received = now
-        if len(data) > limits.max_frame_bytes:
+        size = len(data)
+        # Text arrives decoded: a character is 1 to 4 bytes, so only a frame long
+        # enough to be over the limit in bytes is measured in them.
+        if size * 4 > limits.max_frame_bytes and type(data) is str:
+            size = len(data.encode())
+        if size > limits.max_frame_bytes:
             self.refuse(
                 session,
                 p.ProtocolError(
                     p.ErrorCode.FRAME_TOO_LARGE,
-                    f"frame of {len(data)} bytes; the limit is {limits.max_frame_bytes}",
+                    f"frame of {size} bytes; the limit is {limits.max_frame_bytes}",
                 ),
             )
             return
@@ -143,6 +148,16 @@ class Dispatcher:
                     actor=actor, order_id=request.order_id, client_order_id=request.client_order_id
                 )
             case p.AmendOrder():
+                if request.qty is None and request.price is None:
+                    self.refuse(
+                        session,
+                        p.ProtocolError(
+                            p.ErrorCode.MISSING_FIELD,
+                            "amend_order needs a new qty, a new price, or both",
+                            request.id,
+                        ),
+                    )
+                    return
                 command = cmd.AmendOrder(
                     actor=actor,
                     order_id=request.order_id,
@@ -165,7 +180,16 @@ class Dispatcher:
                 instrument_id = (
                     request.instrument_id if request.channel in _INSTRUMENT_CHANNELS else ""
                 )
-                self.router.unsubscribe(session, request.channel, instrument_id)
+                if not self.router.unsubscribe(session, request.channel, instrument_id):
+                    where = f" {instrument_id}" if instrument_id else ""
+                    session.send_message(
+                        p.Error(
+                            id=request.id,
+                            code=p.ErrorCode.NOT_SUBSCRIBED,
+                            text=f"not subscribed to {request.channel.value}{where}",
+                        )
+                    )
+                    return
                 session.send_message(
                     p.Unsubscribed(
                         id=request.id, channel=request.channel, instrument_id=instrument_id
@@ -331,7 +355,17 @@ class Dispatcher:
         principal = session.principal
         assert principal is not None
         account = None if principal.role is Role.OPERATOR else principal.account_id
-        states = self.router.register.open_orders(account, request.instrument_id)
+        instrument_id = request.instrument_id
+        if instrument_id and instrument_id not in self.core.instruments:
+            session.send_message(
+                p.Error(
+                    id=request.id,
+                    code=p.ErrorCode.UNKNOWN_INSTRUMENT,
+                    text=f"no instrument {instrument_id!r}",
+                )
+            )
+            return
+        states = self.router.register.open_orders(account, instrument_id)
         for state in states:
             session.send_message(report(state, p.ExecType.ORDER_STATUS, request_id=request.id))
         session.send_message(p.MassStatusDone(id=request.id, count=len(states)))
@@ -344,11 +378,28 @@ class Dispatcher:
         if state is None and principal.role is Role.OPERATOR and request.order_id:
             state = register.orders.get(request.order_id)
         if state is None:
-            session.send_message(
-                p.Error(id=request.id, code=p.ErrorCode.UNKNOWN_ORDER, text="no such order")
-            )
+            session.send_message(self._unknown_order(principal.account_id, request))
             return
         session.send_message(report(state, p.ExecType.ORDER_STATUS, request_id=request.id))
+
+    def _unknown_order(self, account_id: str, request: p.OrderStatus) -> p.Error:
+        """Why ``order_status`` has no report: an order the exchange never accepted for
+        the account, or one that finished before the gateway's last restart (the
+        exchange remembers every client order id of an account; the register, only
+        the orders open at the restart)."""
+        account = self.core.accounts.get(account_id)
+        coid = request.client_order_id
+        order_id = account.client_order_ids.get(coid) if account and coid else None
+        if order_id is None:
+            return p.Error(id=request.id, code=p.ErrorCode.UNKNOWN_ORDER, text="no such order")
+        return p.Error(
+            id=request.id,
+            code=p.ErrorCode.ORDER_FINISHED_BEFORE_RESTART,
+            text=(
+                f"order {order_id} (client order id {coid!r}) finished before the gateway's "
+                "last restart; its fills are in the account's contracts"
+            ),
+        )
 
     def issue_key(self, session: Session, request: p.IssueApiKey) -> None:
         if request.account_id not in self.core.accounts:

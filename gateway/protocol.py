@@ -49,10 +49,12 @@ from exchange.reference import (
 
 PROTOCOL_VERSION: Final = 1
 
-RequestId = int | str | None
-
 Int = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 """Every integer a client sends fits in a signed 64-bit integer."""
+
+MAX_ID_LENGTH: Final = 64
+RequestId = Int | Annotated[str, msgspec.Meta(max_length=MAX_ID_LENGTH)] | None
+"""A request's own id, echoed in its answers: a 64-bit integer or a short string."""
 
 
 class Channel(enum.StrEnum):
@@ -92,6 +94,9 @@ class ErrorCode(enum.StrEnum):
     UNKNOWN_ACCOUNT = "UNKNOWN_ACCOUNT"
     UNKNOWN_KEY = "UNKNOWN_KEY"  # no such API key id
     INSTRUMENT_REQUIRED = "INSTRUMENT_REQUIRED"  # the channel needs an instrument_id
+    NOT_SUBSCRIBED = "NOT_SUBSCRIBED"  # unsubscribe from a channel the connection is not on
+    # A restarted gateway knows the orders open at the restart, not those finished before.
+    ORDER_FINISHED_BEFORE_RESTART = "ORDER_FINISHED_BEFORE_RESTART"  # no report of it is kept
     UNAVAILABLE = "UNAVAILABLE"  # the exchange is stopping or its journal failed
     INTERNAL_ERROR = "INTERNAL_ERROR"  # a fault in the gateway; nothing was changed
 

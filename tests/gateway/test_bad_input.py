@@ -41,6 +41,11 @@ BAD_FRAMES: list[tuple[str, p.ErrorCode]] = [
     (_order(7, price=10**23), p.ErrorCode.INVALID_FIELD),
     (_order(8, leverage=100), p.ErrorCode.UNKNOWN_FIELD),
     ('{"type": "ping", "id": 1.5}', p.ErrorCode.INVALID_FIELD),
+    ('{"type": "ping", "id": 120000000000000000000000000000}', p.ErrorCode.INVALID_FIELD),
+    ('{"type": "ping", "id": "' + "i" * 65 + '"}', p.ErrorCode.INVALID_FIELD),
+    ('{"type": "amend_order", "id": 10, "order_id": 1}', p.ErrorCode.MISSING_FIELD),
+    ('{"type": "unsubscribe", "id": 11, "channel": "orders"}', p.ErrorCode.NOT_SUBSCRIBED),
+    ('{"type": "mass_status", "id": 12, "instrument_id": "NONE"}', p.ErrorCode.UNKNOWN_INSTRUMENT),
     ('{"type": "subscribe", "id": 9, "channel": "book"}', p.ErrorCode.INSTRUMENT_REQUIRED),
 ]
 
@@ -62,6 +67,10 @@ async def test_every_kind_of_bad_input_gets_a_code_and_changes_nothing(gateway: 
     await su1.ws.send_str('{"type": "ping", "id": "' + "x" * 70_000 + '"}')
     error = await su1.expect(p.Error)
     assert error.code is p.ErrorCode.FRAME_TOO_LARGE
+    # The limit is in bytes: 30,000 three-byte characters are 90,000 bytes.
+    await su1.ws.send_str('{"type": "ping", "id": "' + "算" * 30_000 + '"}')
+    error = await su1.expect(p.Error)
+    assert error.code is p.ErrorCode.FRAME_TOO_LARGE and "frame of 900" in error.text
     rid = await su1.send("subscribe", channel="book", instrument_id="NO-SUCH")
     error = await su1.expect(p.Error, id=rid)
     assert error.code is p.ErrorCode.UNKNOWN_INSTRUMENT

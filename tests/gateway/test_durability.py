@@ -40,3 +40,32 @@ async def test_orders_survive_a_restart_and_the_seed_runs_once(
     assert duplicate.reason == "DUPLICATE_CLIENT_ORDER_ID"
     status, book = await second.get(f"/api/v1/book/{H100}")
     assert book["bids"] == [[1000, 16]]
+
+
+async def test_order_status_of_an_order_finished_before_a_restart_says_so(
+    start_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    data_dir = str(tmp_path / "data")
+    first = await start_gateway(data_dir)
+    su1 = await first.connect("su1")
+    rid = await su1.send(
+        "new_order", client_order_id="gone", instrument_id=H100, side="BUY", qty=16, price=1000
+    )
+    accepted = await su1.expect(p.ExecutionReport, id=rid)
+    rid = await su1.send("cancel_order", client_order_id="gone")
+    cancelled = await su1.expect(p.ExecutionReport, id=rid)
+    assert cancelled.exec_type is p.ExecType.CANCELLED
+    await first.server.close()
+
+    second = await start_gateway(data_dir)
+    again = await second.connect("su1")
+    rid = await again.send("order_status", client_order_id="gone")
+    error = await again.expect(p.Error, id=rid)
+    assert error.code is p.ErrorCode.ORDER_FINISHED_BEFORE_RESTART
+    assert f"order {accepted.order_id} " in error.text
+    # Another account's client order id, or one never used: no such order.
+    su2 = await second.connect("su2")
+    for client, coid in ((su2, "gone"), (again, "never")):
+        rid = await client.send("order_status", client_order_id=coid)
+        error = await client.expect(p.Error, id=rid)
+        assert error.code is p.ErrorCode.UNKNOWN_ORDER
