@@ -15,41 +15,93 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
+from types import TracebackType
 
 import msgspec
 import structlog
 from aiohttp import web
+from structlog.stdlib import ProcessorFormatter
+from structlog.typing import EventDict, Processor, WrappedLogger
 
 from gateway import demo
 from gateway.app import Seed, create_app
+from gateway.auth import redact
 from gateway.config import BootstrapKey, GatewayConfig, load_config
 from gateway.protocol import json_schema_text
 
 DEMO_DATA_DIR = "var/demo"
 
 
+# Event fields whose values are credentials, whatever their shape.
+_SECRET_FIELDS = frozenset({"key", "api_key", "secret", "token", "password", "authorization"})
+
+
+def _redact_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    for name in _SECRET_FIELDS & event_dict.keys():
+        event_dict[name] = "[REDACTED]"
+    return event_dict
+
+
+def _redacted(renderer: Processor) -> Processor:
+    """``renderer``, with API keys and Authorization credentials taken out of its line
+    (the event, every field and the traceback alike)."""
+
+    def render(logger: WrappedLogger, name: str, event_dict: EventDict) -> str:
+        line = renderer(logger, name, event_dict)
+        if not isinstance(line, str):
+            raise TypeError(f"log renderer returned {type(line).__name__}, not str")
+        return redact(line)
+
+    return render
+
+
 def configure_logging(level: str, as_json: bool) -> None:
-    """structlog to stderr, one JSON object a line (or readable text)."""
+    """Every log line of the process to stderr, one JSON object a line (or readable
+    text), with API keys and Authorization credentials redacted.
+
+    structlog's events and the standard library's records (aiohttp's server and
+    access logs, asyncio's) go through one ``logging`` handler whose
+    ``ProcessorFormatter`` stamps and renders both alike. Python warnings and
+    uncaught exceptions are logged too, so nothing reaches stderr as plain text.
+    """
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-    logging.basicConfig(level=numeric, stream=sys.stderr, format="%(message)s")
-    renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
-    )
+    stamp: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    render: list[Processor] = [ProcessorFormatter.remove_processors_meta, _redact_fields]
+    if as_json:
+        json = structlog.processors.JSONRenderer()
+        render += [structlog.processors.format_exc_info, _redacted(json)]
+    else:  # plain tracebacks: rich ones print local variables, secrets among them
+        console = structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+        render.append(_redacted(console))
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(ProcessorFormatter(processors=render, foreign_pre_chain=stamp))
+    logging.basicConfig(level=numeric, handlers=[handler], force=True)
+    logging.captureWarnings(True)
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[*stamp, ProcessorFormatter.wrap_for_formatter],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.stdlib.LoggerFactory(),
         # Not cached: a cached module-level logger would ignore any later
         # reconfiguration (and structlog.testing.capture_logs) for the life of
         # the process; nothing logs on the matching hot path, so it costs little.
         cache_logger_on_first_use=False,
     )
+    sys.excepthook = _log_uncaught
+
+
+def _log_uncaught(
+    kind: type[BaseException], value: BaseException, traceback: TracebackType | None
+) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, value, traceback)
+        return
+    log = structlog.get_logger("gateway")
+    log.critical("unhandled_exception", exc_info=(kind, value, traceback))
 
 
 def use_event_loop(choice: str) -> str:
@@ -93,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.schema:
         sys.stdout.write(json_schema_text())
         return 0
+    configure_logging("info", as_json=True)  # until the configuration says otherwise
     config = load_config(args.config)
     if args.host:
         config = msgspec.structs.replace(config, host=args.host)

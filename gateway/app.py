@@ -78,7 +78,10 @@ def create_app(config: GatewayConfig, *, seed: Seed | None = None) -> web.Applic
     app = web.Application(client_max_size=64 * 1024)
     app[CONFIG] = config
     app[METRICS] = Metrics()
-    app[KEYS] = KeyStore(Path(config.keys_file) if config.keys_file else None)
+    keys = KeyStore(Path(config.keys_file) if config.keys_file else None)
+    for configured in config.api_keys:  # in memory only: see gateway.auth
+        keys.configure(configured.account_id, configured.key, time.time_ns())
+    app[KEYS] = keys
     if seed is not None:
         app[SEED] = seed
     app.cleanup_ctx.append(_exchange_ctx)
@@ -138,8 +141,11 @@ async def _exchange_ctx(app: web.Application) -> AsyncIterator[None]:
             for command in seed(time.time_ns()):
                 await _must(service, command)
         keys = app[KEYS]
-        for bootstrap in config.api_keys:
-            keys.add(bootstrap.account_id, bootstrap.key, time.time_ns())
+        for key_id, record in keys.configured.items():
+            if record.account_id not in core.accounts:  # refused until the account is admitted
+                log.warning(
+                    "configured_key_unknown_account", key_id=key_id, account_id=record.account_id
+                )
         # What exists now (a recovered core can be millions of objects) lives as long
         # as the process: keep it out of every later collection, so pauses stay short.
         gc.collect()

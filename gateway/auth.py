@@ -6,9 +6,20 @@ itself is shown once, when the key is issued, and never logged. A fast hash is
 enough because the secret is 32 random bytes, not a password a person chose:
 there is nothing to guess. Comparison is constant-time.
 
-``KeyStore`` keeps the records in memory and, when given a path, in a JSON
-file rewritten atomically on every change, so keys issued at run time survive
-a restart.
+``KeyStore`` holds keys from two sources, under one space of key ids:
+
+* *issued* keys, made at run time by an operator (``issue_api_key``): kept in
+  memory and, when the store has a path, in a JSON file rewritten atomically
+  on every change, so they survive a restart;
+* *configured* keys, given in full in the configuration's ``api_keys`` or in
+  ``SUANLI_API_KEYS``: hashed at start and kept in memory only, for the life
+  of the process. They are never written to the file, so a key taken out of
+  the configuration is gone at the next start. Revoking one refuses it until
+  the process ends; if it is still configured, the next start accepts it
+  again. To revoke a configured key for good, take it out of the
+  configuration.
+
+``redact`` takes API keys and ``Authorization`` values out of a log line.
 
 ``PERMISSIONS`` says which roles may send each request; ``None`` means anyone,
 anonymous connections included. The exchange checks permissions again, so a
@@ -20,16 +31,20 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Final
 
 import msgspec
+import structlog
 
 from exchange.reference import Role
 from gateway import protocol as p
 
 KEY_PREFIX: Final = "sk"
+
+log = structlog.get_logger("gateway.auth")
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -53,6 +68,17 @@ def _digest(salt: bytes, secret: str) -> str:
     return hashlib.sha256(salt + secret.encode()).hexdigest()
 
 
+def _record(account_id: str, key_id: str, secret: str, now: int) -> KeyRecord:
+    salt = os.urandom(16)
+    return KeyRecord(
+        key_id=key_id,
+        account_id=account_id,
+        salt=salt.hex(),
+        digest=_digest(salt, secret),
+        created_at=now,
+    )
+
+
 def split_key(key: str) -> tuple[str, str] | None:
     """(key id, secret) of a well-formed key, else None."""
     parts = key.split("_")
@@ -62,54 +88,72 @@ def split_key(key: str) -> tuple[str, str] | None:
 
 
 class KeyStore:
-    """Hashed API keys, by key id."""
+    """Hashed API keys, by key id: issued ones (persisted) and configured ones (memory)."""
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
-        self.records: dict[str, KeyRecord] = {}
+        self.issued: dict[str, KeyRecord] = {}  # what the file holds
+        self.configured: dict[str, KeyRecord] = {}  # never written anywhere
         if path is not None and path.exists():
             for record in msgspec.json.decode(path.read_bytes(), type=list[KeyRecord]):
-                self.records[record.key_id] = record
+                self.issued[record.key_id] = record
 
     def issue(self, account_id: str, now: int, *, key_id: str = "", secret: str = "") -> str:
-        """Store a new key for ``account_id`` and return it in full (the only time)."""
+        """Store and persist a new key for ``account_id``; return it in full (the only time)."""
         key_id = key_id or secrets.token_hex(8)
         secret = secret or secrets.token_urlsafe(32).replace("_", "-")
-        if key_id in self.records:
+        if key_id in self.issued or key_id in self.configured:
             raise ValueError(f"key id {key_id!r} already exists")
         if "_" in key_id or "_" in secret:
             raise ValueError("key id and secret must not contain '_'")
-        salt = os.urandom(16)
-        self.records[key_id] = KeyRecord(
-            key_id=key_id,
-            account_id=account_id,
-            salt=salt.hex(),
-            digest=_digest(salt, secret),
-            created_at=now,
-        )
+        self.issued[key_id] = _record(account_id, key_id, secret, now)
         self._save()
         return f"{KEY_PREFIX}_{key_id}_{secret}"
 
-    def add(self, account_id: str, key: str, now: int = 0) -> str:
-        """Store a key given in full (from config or the environment); return its id."""
+    def configure(self, account_id: str, key: str, now: int = 0) -> str:
+        """Accept ``key`` (given in full by the configuration) for the life of this
+        process, without writing it anywhere; return its id.
+
+        Giving the same key twice (in the file and the environment) is harmless;
+        a key id already used by another key is a ``ValueError``. An earlier
+        version wrote configured keys to the file: a record there that matches
+        ``key`` is taken out of the file (and kept in memory), unless it was
+        revoked, which then still holds.
+        """
         parts = split_key(key)
         if parts is None:
             raise ValueError(f"malformed API key for account {account_id!r}")
         key_id, secret = parts
-        existing = self.records.get(key_id)
+        existing = self.configured.get(key_id) or self.issued.get(key_id)
         if existing is not None:
             if existing.account_id != account_id or not self._matches(existing, secret):
                 raise ValueError(f"key id {key_id!r} already belongs to another key")
+            if key_id in self.configured or existing.revoked:
+                return key_id
+            del self.issued[key_id]
+            self.configured[key_id] = existing
+            self._save()
+            log.warning("configured_key_removed_from_keys_file", key_id=key_id)
             return key_id
-        self.issue(account_id, now, key_id=key_id, secret=secret)
+        self.configured[key_id] = _record(account_id, key_id, secret, now)
         return key_id
 
     def revoke(self, key_id: str) -> KeyRecord | None:
-        record = self.records.get(key_id)
-        if record is None:
-            return None
-        self.records[key_id] = msgspec.structs.replace(record, revoked=True)
-        self._save()
+        """Refuse the key from now on; None if there is no such key id.
+
+        An issued key's revocation is persisted; a configured key's lasts only as
+        long as this process (the configuration, not the file, says what it
+        accepts at start).
+        """
+        record = self.issued.get(key_id)
+        if record is not None:
+            self.issued[key_id] = msgspec.structs.replace(record, revoked=True)
+            self._save()
+            return record
+        record = self.configured.get(key_id)
+        if record is not None:
+            self.configured[key_id] = msgspec.structs.replace(record, revoked=True)
+            log.warning("configured_key_revoked_until_restart", key_id=key_id)
         return record
 
     def verify(self, key: str) -> tuple[str, str] | None:
@@ -118,7 +162,7 @@ class KeyStore:
         if parts is None:
             return None
         key_id, secret = parts
-        record = self.records.get(key_id)
+        record = self.issued.get(key_id) or self.configured.get(key_id)
         if record is None or record.revoked or not self._matches(record, secret):
             return None
         return record.account_id, key_id
@@ -132,10 +176,32 @@ class KeyStore:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        records = sorted(self.records.values(), key=lambda r: r.key_id)
+        records = sorted(self.issued.values(), key=lambda r: r.key_id)
         tmp.write_bytes(msgspec.json.format(msgspec.json.encode(records), indent=2))
         os.chmod(tmp, 0o600)
         tmp.replace(self.path)
+
+
+_REDACTED: Final = "[REDACTED]"
+# sk_<key id>_<secret>: the key id stays (it is logged on purpose), the secret goes.
+_KEY = re.compile(rf"(?<![A-Za-z0-9]){KEY_PREFIX}_([^_\s\"'\\,;&<>]+)_[^\s\"'\\,;&<>]+")
+# The credential of an Authorization header ("Bearer <token>", "Basic <token>").
+_SCHEME = re.compile(r"\b(Bearer|Basic)\s+[^\s\"'\\,;]+", re.IGNORECASE)
+# What follows an Authorization or X-API-Key header name ("X-API-Key: abc",
+# "'X-API-Key': 'abc'"), when it is not a scheme already handled above.
+_HEADER = re.compile(
+    r"\b(Authorization|X-API-Key)(['\"]?\s*[:=]\s*['\"]?)(?!Bearer\b|Basic\b|\[REDACTED\])"
+    r"[^\s\"'\\,;}]+",
+    re.IGNORECASE,
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with the secret of every API key and every Authorization credential
+    replaced by ``[REDACTED]``."""
+    text = _KEY.sub(rf"{KEY_PREFIX}_\1_{_REDACTED}", text)
+    text = _SCHEME.sub(rf"\1 {_REDACTED}", text)
+    return _HEADER.sub(rf"\1\2{_REDACTED}", text)
 
 
 _ANY = None

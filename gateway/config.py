@@ -9,9 +9,11 @@ variables win over the file:
 ``SUANLI_PORT``            port to listen on
 ``SUANLI_DATA_DIR``        data directory of the durable store (journal,
                            snapshots); empty: in memory only
-``SUANLI_KEYS_FILE``       where issued API keys are kept (hashed)
+``SUANLI_KEYS_FILE``       where API keys issued at run time are kept (hashed)
 ``SUANLI_API_KEYS``        bootstrap keys, ``account=key`` pairs separated by
-                           commas; hashed at start, never logged
+                           commas, added to ``api_keys``; hashed at start, held
+                           in memory only (never written to the keys file),
+                           never logged
 ``SUANLI_OPERATORS``       operator account ids to admit at start if missing
 ``SUANLI_LOG_LEVEL``       debug, info, warning or error
 =========================  =====================================================
@@ -44,7 +46,7 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     snapshot_capture: SnapshotCapture = "auto"  # fork (Linux), or loop
     journal_retention: Retention = "archive"  # segments behind the oldest kept snapshot
     operators: list[str] = []  # admitted as operators at start if missing
-    api_keys: list[BootstrapKey] = []
+    api_keys: list[BootstrapKey] = []  # accepted while configured; never written to keys_file
     demo: bool = False  # seed the demo market into an empty exchange
     demo_flow: float = 1.0  # demo only: orders a second from the demo's traders; 0: none
     event_loop: str = "auto"  # auto (uvloop if installed), uvloop or asyncio

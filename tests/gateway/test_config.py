@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+import logging
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 import pytest
+import structlog
 
+from gateway.__main__ import configure_logging
 from gateway.app import _open_service
 from gateway.config import BootstrapKey, GatewayConfig, load_config
 from gateway.metrics import Metrics
@@ -69,3 +77,73 @@ def test_store_options_reach_the_store(tmp_path: Path) -> None:
         close()
     defaults = GatewayConfig()
     assert (defaults.snapshot_capture, defaults.journal_retention) == ("auto", "archive")
+
+
+@contextlib.contextmanager
+def json_logging() -> Iterator[io.StringIO]:
+    """``configure_logging("info", as_json=True)`` run as in a new process (no root
+    handlers), writing to the string it yields instead of stderr; all restored after."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    saved = structlog.get_config()
+    excepthook = sys.excepthook
+    stream = io.StringIO()
+    root.handlers.clear()
+    try:
+        with contextlib.redirect_stderr(stream):
+            configure_logging("info", as_json=True)
+        yield stream
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        structlog.configure(**saved)
+        sys.excepthook = excepthook
+        logging.captureWarnings(False)
+
+
+def test_every_log_line_is_one_json_object_without_secrets() -> None:
+    with json_logging() as log_stream:
+        server = logging.getLogger("aiohttp.server")
+        server.error("Error handling request from %s", "10.0.0.7")
+        try:
+            raise RuntimeError("bad key sk_ops1_s3cret-value")
+        except RuntimeError:
+            server.exception("Error handling request")
+        logging.getLogger("aiohttp.access").info(
+            "GET /ws {'Authorization': 'Bearer sk_ops1_s3cret-value', 'X-API-Key': 'abc123'}"
+        )
+        logging.getLogger("asyncio").debug("below the configured level")
+        structlog.get_logger("gateway.session").info("authenticated", conn_id=3, key_id="ops1")
+        structlog.get_logger("gateway.session").info("oops", key="sk_ops1_s3cret-value")
+
+    lines = log_stream.getvalue().splitlines()
+    assert len(lines) == 5, lines
+    records = [json.loads(line) for line in lines]  # each line is one JSON object
+    assert all(isinstance(r, dict) and "timestamp" in r for r in records)
+    assert records[0]["event"] == "Error handling request from 10.0.0.7"
+    assert (records[0]["level"], records[0]["logger"]) == ("error", "aiohttp.server")
+    assert "RuntimeError: bad key sk_ops1_[REDACTED]" in records[1]["exception"]
+    assert records[2]["logger"] == "aiohttp.access"
+    assert records[3] == {
+        "event": "authenticated",
+        "conn_id": 3,
+        "key_id": "ops1",
+        "level": "info",
+        "logger": "gateway.session",
+        "timestamp": records[3]["timestamp"],
+    }
+    text = log_stream.getvalue()
+    assert "s3cret" not in text and "abc123" not in text
+    assert "Bearer [REDACTED]" in text
+
+
+def test_an_uncaught_exception_is_logged_as_json() -> None:
+    with json_logging() as log_stream:
+        try:
+            raise ValueError("no start")
+        except ValueError as exc:
+            sys.excepthook(type(exc), exc, exc.__traceback__)
+    (line,) = log_stream.getvalue().splitlines()
+    record = json.loads(line)
+    assert (record["event"], record["level"]) == ("unhandled_exception", "critical")
+    assert "ValueError: no start" in record["exception"]
