@@ -79,7 +79,11 @@ class EligibilityBasis(enum.StrEnum):
     GOV_PROJECT = "GOV_PROJECT"  # the holder takes part in a named government project
 
 
-class InstrumentSpec(msgspec.Struct, frozen=True, kw_only=True):
+# forbid_unknown_fields: a spec arrives inside requests (``list_instrument``),
+# whose unknown fields are refused; a misspelt limit (``max_prce``) must be
+# refused too, not listed with the default in its place. Journals and snapshots
+# hold specs this Struct encoded, so they never carry an unknown field.
+class InstrumentSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A delivery contract for GPU-hours of one GPU model, hub, tier and window."""
 
     instrument_id: str

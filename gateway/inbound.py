@@ -30,14 +30,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp._websocket.reader import WebSocketDataQueue, WebSocketReader
 from aiohttp.helpers import DEFAULT_CHUNK_SIZE
 from aiohttp.http_websocket import WSMessage
 from aiohttp.web_request import BaseRequest
 
+from gateway.protocol import CLOSE_REASONS, CloseCode
+
 _TEXT = WSMsgType.TEXT
 _CLOSE = WSMsgType.CLOSE
+_TOO_BIG_REASON = CLOSE_REASONS[CloseCode.MESSAGE_TOO_BIG].encode()
 
 
 class FrameInbox(WebSocketDataQueue):
@@ -84,3 +87,12 @@ class WebSocket(web.WebSocketResponse):
         self._reader = inbox
         handler._payload_parser = parser
         self.inbox = inbox
+
+    async def close(
+        self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True
+    ) -> bool:
+        # aiohttp closes a connection whose frame is over ``max_msg_size`` itself,
+        # with 1009 and no reason; the gateway's close codes all carry one.
+        if code == WSCloseCode.MESSAGE_TOO_BIG and not message:
+            message = _TOO_BIG_REASON
+        return await super().close(code=code, message=message, drain=drain)

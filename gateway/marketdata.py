@@ -37,21 +37,37 @@ What grows with every fill (the trade ids, the last day's tape) is kept in
 never visits: a list or deque of a million entries would make every full
 collection visit each of them, a pause that grows with the exchange's age.
 
+The daily price index
+---------------------
+``PriceIndex`` sums the fills per UTC day and GPU model, reading
+``core.contracts`` from a cursor (the next trade id it has not read): it is
+seeded from every contract at start-up, then catches up when it is read, so
+a fill's path never touches it. A day's row for the fills after a horizon in
+the middle of that day comes from checkpoints and running extremes (see
+``_ModelDay``), so an answer costs its rows, not the trades behind them.
+
 Cost: a refresh reads ``2 * depth`` levels and diffs two small dicts, O(depth).
-A fill is O(1) amortised; a page of history O(log trades + limit).
+A fill is O(1) amortised; a page of history O(log trades + limit). The price
+index reads each contract once, O(1) amortised, and keeps 8 bytes a fill (plus
+the running extremes, a few entries a day unless prices run one way all day);
+an answer is O(rows), plus O(log trades + CHECKPOINT) a GPU model for the day
+the horizon cuts.
 """
 
 from __future__ import annotations
 
 import bisect
+import datetime
 import itertools
 import zlib
 from array import array
 from collections.abc import Iterator
+from typing import Any, Final
 
 from exchange.core import ExchangeCore
 from exchange.events import Trade
 from exchange.reference import InstrumentStatus, Side
+from exchange.tables import IdTable
 from gateway import protocol as p
 
 DAY_NS = 86_400 * 10**9
@@ -184,6 +200,7 @@ class MarketData:
                 self.contract_ids.setdefault(trade.seller, array("q")).append(trade.trade_id)
             if trade.ts > horizon:
                 feed.add(trade.ts, trade.price, trade.qty)
+        self.price_index = PriceIndex(core)
 
     def feed(self, instrument_id: str) -> InstrumentFeed:
         feed = self.feeds.get(instrument_id)
@@ -337,3 +354,184 @@ class MarketData:
 
 def _trade_id(trade: Trade) -> int:
     return trade.trade_id
+
+
+class _ModelDay:
+    """The fills of one GPU model on one UTC day, in trade id order (which is time
+    order: the core stamps each fill with its own clock, which never goes back).
+
+    Besides the day's figures it keeps what the figures of a suffix of the day
+    (the fills after a horizon inside it) need, in O(log n + CHECKPOINT):
+
+    * ``ids``: the trade ids, to find where the suffix starts by time and read
+      its first price;
+    * ``marks``: volume and turnover before every ``CHECKPOINT``-th fill, so a
+      suffix's sums are the day's minus a checkpoint's minus at most
+      ``CHECKPOINT - 1`` fills;
+    * ``high_at``/``high_price``: the fills no later fill reaches or passes, by
+      index, prices falling; the suffix's high is the first at or after its
+      start. ``low_at``/``low_price`` likewise for the low.
+    """
+
+    __slots__ = (
+        "close",
+        "high",
+        "high_at",
+        "high_price",
+        "ids",
+        "low",
+        "low_at",
+        "low_price",
+        "marks",
+        "open",
+        "turnover",
+        "volume",
+    )
+
+    def __init__(self) -> None:
+        self.ids = array("q")
+        self.marks: list[tuple[int, int]] = []  # (volume, turnover) before fill k * CHECKPOINT
+        self.high_at = array("q")
+        self.high_price = array("q")
+        self.low_at = array("q")
+        self.low_price = array("q")
+        self.open = self.high = self.low = self.close = 0
+        self.volume = 0
+        self.turnover = 0  # a Python int: a day's fen may pass 2**63
+
+    def add(self, trade_id: int, price: int, qty: int) -> None:
+        n = len(self.ids)
+        if n % PriceIndex.CHECKPOINT == 0:
+            self.marks.append((self.volume, self.turnover))
+        self.ids.append(trade_id)
+        if n == 0:
+            self.open = self.high = self.low = price
+        elif price > self.high:
+            self.high = price
+        elif price < self.low:
+            self.low = price
+        self.close = price
+        self.volume += qty
+        self.turnover += price * qty
+        at, prices = self.high_at, self.high_price
+        while prices and prices[-1] <= price:
+            at.pop()
+            prices.pop()
+        at.append(n)
+        prices.append(price)
+        at, prices = self.low_at, self.low_price
+        while prices and prices[-1] >= price:
+            at.pop()
+            prices.pop()
+        at.append(n)
+        prices.append(price)
+
+    def row(
+        self, date: str, model: str, contracts: IdTable[Trade], horizon: int | None
+    ) -> dict[str, Any] | None:
+        """The row of the day's fills after ``horizon`` (None: all of them), or None
+        if there are none."""
+        ids = self.ids
+        start = 0
+        if horizon is not None:
+            start = bisect.bisect_right(ids, horizon, key=lambda t: contracts[t].ts)
+        n = len(ids)
+        if start == n:
+            return None
+        if start == 0:
+            first, high, low = self.open, self.high, self.low
+            volume, turnover = self.volume, self.turnover
+        else:
+            mark = start // PriceIndex.CHECKPOINT
+            volume, turnover = self.marks[mark]
+            for i in range(mark * PriceIndex.CHECKPOINT, start):
+                trade = contracts[ids[i]]
+                volume += trade.qty
+                turnover += trade.price * trade.qty
+            volume = self.volume - volume
+            turnover = self.turnover - turnover
+            first = contracts[ids[start]].price
+            high = self.high_price[bisect.bisect_left(self.high_at, start)]
+            low = self.low_price[bisect.bisect_left(self.low_at, start)]
+        return {
+            "date": date,
+            "gpu_model": model,
+            "open": first,
+            "high": high,
+            "low": low,
+            "close": self.close,
+            "trades": n - start,
+            "volume_gpu_hours": volume,
+            "turnover": turnover,
+            "vwap": turnover // volume,
+        }
+
+
+class PriceIndex:
+    """The daily price index per GPU model, from executed trades (UTC days).
+
+    Each row is one day and model: open, high, low and close (by time, then
+    trade id), the number of fills, GPU-hours, fen and VWAP (``turnover //
+    volume``). ``rows(horizon)`` covers the fills stamped after ``horizon``, so
+    the first day may be cut part-way.
+
+    The index reads ``core.contracts`` in trade id order from ``next_id``:
+    ``catch_up`` reads what is new (a slice at a time, if asked), ``rows``
+    first reads the rest. Trade ids are the core's counter, every one a contract.
+    """
+
+    CHECKPOINT: Final = 256  # fills between two of a day's sums (see ``_ModelDay``)
+
+    def __init__(self, core: ExchangeCore) -> None:
+        self.core = core
+        self.next_id = 1  # the first trade id not yet read
+        self._days: list[int] = []  # UTC day numbers with fills, increasing
+        self._dates: list[str] = []  # each one's ISO date
+        self._by_model: list[dict[str, _ModelDay]] = []  # each one's fills by GPU model
+        self._model_of: dict[str, str] = {}  # instrument id -> GPU model
+        self.catch_up()
+
+    def catch_up(self, limit: int | None = None) -> bool:
+        """Read the contracts made since the last read, at most ``limit`` of them;
+        whether some are still unread."""
+        end = self.core.next_trade_id
+        stop = end if limit is None else min(end, self.next_id + limit)
+        contracts = self.core.contracts
+        for trade_id in range(self.next_id, stop):
+            trade = contracts.get(trade_id)
+            if trade is not None:
+                self._add(trade)
+        self.next_id = stop
+        return stop < end
+
+    def _add(self, trade: Trade) -> None:
+        model = self._model_of.get(trade.instrument_id)
+        if model is None:
+            model = self.core.instruments[trade.instrument_id].spec.gpu_model
+            self._model_of[trade.instrument_id] = model
+        day = trade.ts // DAY_NS
+        if not self._days or self._days[-1] != day:  # a later day: time never goes back
+            self._days.append(day)
+            date = datetime.datetime.fromtimestamp(day * 86_400, tz=datetime.UTC).date()
+            self._dates.append(date.isoformat())
+            self._by_model.append({})
+        by_model = self._by_model[-1]
+        fills = by_model.get(model)
+        if fills is None:
+            fills = by_model[model] = _ModelDay()
+        fills.add(trade.trade_id, trade.price, trade.qty)
+
+    def rows(self, horizon: int) -> list[dict[str, Any]]:
+        """The index of the fills stamped after ``horizon``, by date then GPU model."""
+        self.catch_up()
+        contracts = self.core.contracts
+        first_day = horizon // DAY_NS
+        out: list[dict[str, Any]] = []
+        for at in range(bisect.bisect_left(self._days, first_day), len(self._days)):
+            cut = horizon if self._days[at] == first_day else None
+            by_model = self._by_model[at]
+            for model in sorted(by_model):
+                row = by_model[model].row(self._dates[at], model, contracts, cut)
+                if row is not None:
+                    out.append(row)
+        return out

@@ -7,7 +7,9 @@ event loop, between batches, so each answer is one consistent state (but for
 a filtered read of order history, which may pass the loop on between slices).
 Histories (trades, orders, contracts) come newest first, a page at a time
 (``?limit=``, ``?before=``), each page from an index, so no read costs the
-exchange more than its page.
+exchange more than its page. The public price index is kept as trades happen
+(``marketdata.PriceIndex``), so a read costs its rows, not the history.
+An operator's ``?account=`` naming no account is a 404 ``UNKNOWN_ACCOUNT``.
 
 Public
     ``GET /api/v1/instruments``, ``/api/v1/instruments/{id}``,
@@ -25,7 +27,6 @@ Operators and issuers (an issuer sees its own programmes)
 from __future__ import annotations
 
 import asyncio
-import datetime
 from collections import defaultdict
 from typing import Any
 
@@ -33,7 +34,6 @@ import msgspec
 from aiohttp import web
 
 from exchange.core import ExchangeCore
-from exchange.events import Trade
 from exchange.reference import Role
 from gateway import app as gw
 from gateway.auth import Principal
@@ -44,7 +44,7 @@ _json = msgspec.json.Encoder()
 
 _DAY_NS = 86_400 * 10**9
 _NEWEST = 2**63 - 1  # above every id: ``before`` it is the newest
-_SCAN_SLICE = 10_000  # orders a filtered history read passes between turns of the loop
+_SCAN_SLICE = 10_000  # orders (or new contracts) a read passes between turns of the loop
 
 
 def _respond(body: Any, status: int = 200) -> web.Response:
@@ -197,10 +197,13 @@ def _subject(request: web.Request, principal: Principal) -> str | None:
     """The account to report on: one's own; an operator may pick any, or all (None).
 
     Anyone else naming another account is refused rather than shown their own
-    records under that name.
+    records under that name; an operator naming no account is told so (404)
+    rather than shown an empty list, as if the account had no records.
     """
     asked = request.query.get("account")
     if principal.role is Role.OPERATOR:
+        if asked and asked not in _core(request).accounts:
+            raise _error(404, "UNKNOWN_ACCOUNT", f"no account {asked!r}")
         return asked or None
     if asked and asked != principal.account_id:
         raise _error(403, "NOT_PERMITTED", "only operators may read another account's records")
@@ -410,47 +413,17 @@ async def claims_by_issuer(request: web.Request) -> web.Response:
     return _respond([{"issuer": k, **v} for k, v in sorted(totals.items())])
 
 
-def _day(ts: int) -> str:
-    return datetime.datetime.fromtimestamp(ts // 10**9, tz=datetime.UTC).date().isoformat()
-
-
-def price_index_rows(core: ExchangeCore, trades: list[Trade]) -> list[dict[str, Any]]:
-    """A daily index per GPU model from executed trades: VWAP, range, volume (UTC days)."""
-    rows: dict[tuple[str, str], dict[str, Any]] = {}
-    for trade in sorted(trades, key=lambda t: (t.ts, t.trade_id)):
-        model = core.instruments[trade.instrument_id].spec.gpu_model
-        key = (_day(trade.ts), model)
-        row = rows.get(key)
-        if row is None:
-            row = rows[key] = {
-                "date": key[0],
-                "gpu_model": model,
-                "open": trade.price,
-                "high": trade.price,
-                "low": trade.price,
-                "close": trade.price,
-                "trades": 0,
-                "volume_gpu_hours": 0,
-                "turnover": 0,
-            }
-        row["high"] = max(row["high"], trade.price)
-        row["low"] = min(row["low"], trade.price)
-        row["close"] = trade.price
-        row["trades"] += 1
-        row["volume_gpu_hours"] += trade.qty
-        row["turnover"] += trade.price * trade.qty
-    out = []
-    for key in sorted(rows):
-        row = rows[key]
-        row["vwap"] = row["turnover"] // row["volume_gpu_hours"]
-        out.append(row)
-    return out
-
-
 async def price_index(request: web.Request) -> web.Response:
-    """Public: the daily price index per GPU model (``?days=N``, default 30)."""
-    core = _core(request)
+    """Public: the daily price index per GPU model (``?days=N``, default 30): the
+    fills of the ``N * 24`` hours before the exchange's time, so the first day
+    may be cut part-way.
+
+    Kept as trades happen (``marketdata.PriceIndex``); the contracts made since
+    the last read are read first, yielding to the exchange every ``_SCAN_SLICE``,
+    and the answer is read after the last of them, in one go.
+    """
     days = _query_int(request, "days", 30, 1, 36_500)
-    horizon = core.now - days * _DAY_NS
-    trades = [t for t in core.contracts.values() if t.ts > horizon]
-    return _respond(price_index_rows(core, trades))
+    index = request.app[gw.ROUTER].marketdata.price_index
+    while index.catch_up(_SCAN_SLICE):
+        await asyncio.sleep(0)
+    return _respond(index.rows(_core(request).now - days * _DAY_NS))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import msgspec
 
 from gateway import protocol as p
-from gateway.app import SERVICE
+from gateway.app import METRICS, SERVICE
 from tests.gateway.conftest import H100, Gateway, GatewayFactory
 from tests.market import state_digest
 
@@ -147,3 +149,19 @@ async def test_shutdown_closes_every_websocket(start_gateway: GatewayFactory) ->
         while msg.type is aiohttp.WSMsgType.TEXT:
             msg = await client.ws.receive(timeout=10)
         assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, p.CloseCode.GOING_AWAY), msg
+
+
+async def test_a_frame_above_the_hard_limit_closes_with_1009_and_a_reason(
+    gateway: Gateway,
+) -> None:
+    client = await gateway.connect("su1")
+    hard_limit = 1 << 20  # the transport's: max(16 x max_frame_bytes, 1 MiB)
+    await client.ws.send_str('{"type": "ping", "id": "' + "x" * (2 * hard_limit) + '"}')
+    code, reason = await client.closed()
+    assert (code, reason) == (p.CloseCode.MESSAGE_TOO_BIG, "frame too large")
+    metrics = gateway.app[METRICS]
+    for _ in range(100):  # the server's side of the close finishes after the client's
+        if metrics.disconnects["1009"]:
+            break
+        await asyncio.sleep(0.01)
+    assert metrics.disconnects == {"1009": 1}
