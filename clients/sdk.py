@@ -469,7 +469,7 @@ class Client:
             welcome = self.welcome
             interval = 10.0
             if welcome is not None:
-                interval = min(welcome.heartbeat_interval, welcome.idle_timeout / 3)
+                interval = min(welcome.heartbeat_interval_ms, welcome.idle_timeout_ms / 3) / 1000
             await asyncio.sleep(max(interval, 0.05))
             if self._connected.is_set():
                 with contextlib.suppress(SuanliError):

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import msgspec
 import structlog
-from aiohttp import WSMsgType, web
+from aiohttp import WebSocketError, WSMsgType, web
 
 from exchange import commands as cmd
 from exchange.core import ExchangeCore
@@ -321,10 +321,10 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             conn_id=conn_id,
             account_id=principal.account_id if principal else "",
             role=principal.role if principal else None,
-            heartbeat_interval=limits.heartbeat_interval,
-            idle_timeout=limits.idle_timeout,
+            heartbeat_interval_ms=round(limits.heartbeat_interval * 1000),
+            idle_timeout_ms=round(limits.idle_timeout * 1000),
             max_frame_bytes=limits.max_frame_bytes,
-            rate_limit=limits.rate_limit,
+            rate_limit_per_minute=round(limits.rate_limit * 60),
             rate_burst=limits.rate_burst,
             book_depth=config.book_depth,
             checksum_depth=config.checksum_depth,
@@ -344,6 +344,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if ws.inbox is not None:
         ws.inbox.on_text = on_text  # text frames from now on skip ``receive`` (gateway.inbound)
     receive = ws.receive
+    transport_code: int | None = None
     try:
         # ``receive`` itself rather than ``async for``: one coroutine a frame, not two.
         while True:
@@ -355,6 +356,10 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 if not session.closing:
                     dispatcher.binary(session)
             elif kind in _LAST:
+                if kind is WSMsgType.ERROR and isinstance(msg.data, WebSocketError):
+                    # aiohttp closed it (a frame over max_msg_size): the close code is
+                    # the one it sent, whatever the failed handshake left in close_code.
+                    transport_code = msg.data.code
                 break
     finally:
         if ws.inbox is not None:
@@ -362,6 +367,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         router.detach(session)
         if session.close_code is not None:
             metrics.disconnects[str(session.close_code)] += 1
+        elif transport_code is not None:
+            metrics.disconnects[str(transport_code)] += 1
         elif ws.close_code is not None and ws.close_code >= 1002:
             metrics.disconnects[str(ws.close_code)] += 1
         session.abandon()

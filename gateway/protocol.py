@@ -107,7 +107,7 @@ class CloseCode(enum.IntEnum):
     GOING_AWAY = 1001  # the server is shutting down
     MESSAGE_TOO_BIG = 1009  # a frame above the hard limit (closed by the transport)
     INTERNAL_ERROR = 1011  # the gateway failed handling a request (a fault, logged)
-    IDLE_TIMEOUT = 4001  # nothing received for idle_timeout seconds
+    IDLE_TIMEOUT = 4001  # nothing received for idle_timeout_ms
     PROTOCOL_ABUSE = 4002  # too many bad or rate-limited messages
     SLOW_CONSUMER = 4003  # the outbound queue overflowed even with conflation
     AUTH_REVOKED = 4004  # the connection's API key was revoked
@@ -380,10 +380,10 @@ class Welcome(_Message, frozen=True, kw_only=True, tag="welcome"):
     conn_id: int
     account_id: str  # "" when anonymous
     role: Role | None
-    heartbeat_interval: float  # seconds between server heartbeats
-    idle_timeout: float  # seconds of client silence before the server closes
+    heartbeat_interval_ms: int  # between server heartbeats
+    idle_timeout_ms: int  # of client silence before the server closes
     max_frame_bytes: int
-    rate_limit: float  # requests per second, sustained
+    rate_limit_per_minute: int  # requests, sustained
     rate_burst: int
     book_depth: int  # levels per side in book messages
     checksum_depth: int  # levels per side in the checksum

@@ -194,8 +194,8 @@ export class Feed {
   }
 
   _startTimers(welcome) {
-    const beat = Math.max(1, welcome.heartbeat_interval || 10) * 1000;
-    const idle = Math.max(3, welcome.idle_timeout || 30) * 1000;
+    const beat = Math.max(1000, welcome.heartbeat_interval_ms || 10000);
+    const idle = Math.max(3000, welcome.idle_timeout_ms || 30000);
     this.timers.ping = setInterval(() => this._send({ type: "ping" }), Math.min(beat, idle / 3));
     this.timers.watchdog = setInterval(() => {
       if (performance.now() - this.lastHeard > beat * 2.5 && this.ws) this.ws.close(4000, "server silent");

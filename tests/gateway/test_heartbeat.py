@@ -12,6 +12,7 @@ import itertools
 from typing import Any
 
 import aiohttp
+import msgspec
 from aiohttp import WSMsgType
 
 from gateway import protocol as p
@@ -154,3 +155,20 @@ async def test_pongs_do_not_keep_a_connection_open_but_messages_do(
         assert any(isinstance(f, p.Pong) for f in talking.frames)
     finally:
         talker.cancel()
+
+
+async def test_the_welcome_states_the_session_rules_in_integers(
+    start_gateway: GatewayFactory,
+) -> None:
+    gateway = await start_gateway(
+        heartbeat_interval=0.05, idle_timeout=0.3, rate_limit=2.5, rate_burst=3
+    )
+    async with gateway.http.ws_connect(gateway.url("/ws")) as ws:
+        raw = await asyncio.wait_for(ws.receive_str(), WAIT)
+    welcome = msgspec.json.decode(raw)
+    assert welcome["type"] == "welcome"
+    rules = {k: welcome[k] for k in ("heartbeat_interval_ms", "idle_timeout_ms")}
+    assert rules == {"heartbeat_interval_ms": 50, "idle_timeout_ms": 300}
+    assert (welcome["rate_limit_per_minute"], welcome["rate_burst"]) == (150, 3)
+    numbers = [v for v in welcome.values() if isinstance(v, int | float)]
+    assert numbers and all(type(v) is int for v in numbers), welcome  # no float on the wire
