@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -11,6 +12,8 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+
+import aiohttp
 
 SUANLI = str(Path(sys.executable).with_name("suanli"))
 START_TIMEOUT = 30.0
@@ -122,3 +125,26 @@ def test_serve_starts_an_empty_exchange_in_memory() -> None:
     finally:
         assert _stop(process) == 0
     assert instruments == []
+
+
+def test_sigterm_closes_open_connections_with_1001_and_exits_cleanly() -> None:
+    port = _free_port()
+    process, _ = _serving("serve", "--port", str(port), "--data-dir", "", port=port)
+
+    async def watch() -> tuple[int | None, str]:
+        url = f"http://127.0.0.1:{port}/ws"
+        async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+            welcome = await asyncio.wait_for(ws.receive_json(), 10)
+            assert welcome["type"] == "welcome"
+            process.send_signal(signal.SIGTERM)
+            while True:
+                msg = await asyncio.wait_for(ws.receive(), 20)
+                if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                    return ws.close_code, str(msg.extra or "")
+
+    try:
+        code, reason = asyncio.run(watch())
+        assert process.wait(timeout=20) == 0
+    finally:
+        _stop(process)
+    assert (code, reason) == (1001, "server shutting down")
