@@ -32,7 +32,7 @@ from exchange.store import Retention, SnapshotCapture
 from gateway.session import SessionLimits
 
 
-class BootstrapKey(msgspec.Struct, frozen=True, kw_only=True):
+class BootstrapKey(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     account_id: str
     key: str
 

@@ -60,6 +60,9 @@ def test_bad_configuration_is_refused(tmp_path: Path) -> None:
     path.write_text('journal_retention = "shred"\n')
     with pytest.raises(msgspec.ValidationError, match="journal_retention"):
         load_config(path, env={})
+    path.write_text('[[api_keys]]\naccount_id = "ops"\nkey = "sk_a_b"\nrole = "OPERATOR"\n')
+    with pytest.raises(msgspec.ValidationError, match="role"):  # keys carry no role
+        load_config(path, env={})
 
 
 def test_store_options_reach_the_store(tmp_path: Path) -> None:
