@@ -366,9 +366,10 @@ class Dispatcher:
             )
             return
         states = self.router.register.open_orders(account, instrument_id)
-        for state in states:
-            session.send_message(report(state, p.ExecType.ORDER_STATUS, request_id=request.id))
-        session.send_message(p.MassStatusDone(id=request.id, count=len(states)))
+        with session.reply():  # however long, not a sign of a slow reader
+            for state in states:
+                session.send_message(report(state, p.ExecType.ORDER_STATUS, request_id=request.id))
+            session.send_message(p.MassStatusDone(id=request.id, count=len(states)))
 
     def order_status(self, session: Session, request: p.OrderStatus) -> None:
         principal = session.principal

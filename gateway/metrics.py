@@ -59,7 +59,7 @@ class Metrics:
         self.connections_total = 0
         self.disconnects: Counter[str] = Counter()  # by close code
         self.messages_sent = 0
-        self.book_conflations = 0
+        self.book_conflations = 0  # added up by the router after each batch
         self.journal_latency = Histogram(LATENCY_BUCKETS)
         self.gauges: dict[str, tuple[str, str, Callable[[], Any]]] = {}
 
@@ -108,7 +108,11 @@ class Metrics:
             "code",
             self.disconnects,
         )
-        counter("suanli_book_conflations_total", "Book updates conflated", self.book_conflations)
+        counter(
+            "suanli_book_conflations_total",
+            "Book updates conflated for lagging connections (replaced by a fresh snapshot)",
+            self.book_conflations,
+        )
         hist = self.journal_latency
         name = "suanli_journal_append_seconds"
         lines.extend((f"# HELP {name} Journal append latency", f"# TYPE {name} histogram"))

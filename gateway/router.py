@@ -158,7 +158,15 @@ class Router:
             self.unsubscribe(session, channel, instrument_id)
 
     def subscribe(self, session: Session, channel: p.Channel, instrument_id: str) -> None:
-        """Add a subscription; queue its snapshot (the state the next update follows)."""
+        """Add a subscription; queue its snapshot (the state the next update follows).
+
+        The snapshot is a reply the client asked for: however large, it does not
+        make a reading client a slow consumer (``Session.reply``).
+        """
+        with session.reply():
+            self._subscribe(session, channel, instrument_id)
+
+    def _subscribe(self, session: Session, channel: p.Channel, instrument_id: str) -> None:
         key = (channel, instrument_id)
         session.subscriptions.add(key)
         if channel is p.Channel.PRIVATE:
@@ -172,9 +180,10 @@ class Router:
         md = self.marketdata
         match channel:
             case p.Channel.BOOK:
-                session.send(md.snapshot_bytes(instrument_id))
+                session.send_book_snapshot(instrument_id, md.snapshot_bytes(instrument_id))
             case p.Channel.TICKER:
-                session.send_message(md.ticker(instrument_id, self.core.now))
+                ticker = md.ticker(instrument_id, self.core.now)
+                session.send_ticker_snapshot(instrument_id, _encode(ticker))
             case p.Channel.STATUS:
                 for inst in self.core.instruments.values():
                     session.send_message(p.InstrumentInfo(spec=inst.spec, status=inst.status))
@@ -702,6 +711,7 @@ class Router:
         self.touched.clear()
         md = self.marketdata
         now = self.core.now
+        conflated = 0
         for instrument_id in touched:
             update = md.refresh(instrument_id)
             if update is not None:
@@ -709,12 +719,13 @@ class Router:
                 if subscribers:
                     data = p.encode(update)
                     for session in subscribers:
-                        session.send_book(instrument_id, data)
+                        conflated += session.send_book(instrument_id, data)
             watchers = self.subscribers.get((p.Channel.TICKER, instrument_id))
             if watchers:
                 data = p.encode(md.ticker(instrument_id, now))
                 for session in watchers:
                     session.send_ticker(instrument_id, data)
+        self.metrics.book_conflations += conflated
         pending = self.pending_out
         self.pending_out = []
         for session in pending:

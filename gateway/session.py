@@ -11,16 +11,26 @@ slow reader gets the latest state instead of a growing backlog:
   for the instrument instead, drops every further update for it, and when the
   writer reaches the mark it sends a fresh ``book_snapshot`` of the book as
   published at that moment. The client's next update then follows that
-  snapshot's ``seq``; it never sees a stale book.
+  snapshot's ``seq``; it never sees a stale book. A new subscription's
+  snapshot drops a mark still queued for the book (``send_book_snapshot``),
+  which would otherwise send a newer book ahead of it.
 * **Tickers.** Only the latest ticker of an instrument waits in the queue.
 
 ``ping`` queues a WebSocket ping control frame in the same queue, so it goes
 out between whole frames and in order with the rest.
 
 Messages that cannot be conflated (execution reports, trades, balances) are
-never dropped. If the queue still grows past ``outbox_hard`` while the socket
-takes no more, the consumer is hopeless: the session closes with ``4003 slow
-consumer``.
+never dropped. A slow consumer is one that does not read, not one that asked
+for a lot. While the socket is backed up, the queue may grow at most
+``outbox_hard`` messages above the lowest it has been since the socket filled
+up. What was queued when it filled (a snapshot, a ``cancel_all``'s reports,
+any burst) is thus the reply the client is reading, and a snapshot it asks
+for while behind (``reply``) is added to that if it has read a socket's worth
+since the last one was. A reader that keeps up keeps its connection however
+large the reply and however many live messages queue behind it meanwhile (the
+queue shrinks); a reader that stops, or reads slower than messages come, sees
+its queue grow, and ``outbox_hard`` messages later the session closes with
+``4003 slow consumer``.
 
 Inbound, each request takes a token from a bucket (``rate_limit`` per second,
 ``rate_burst`` at most); a request with no token is dropped and answered with
@@ -33,9 +43,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
+import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import msgspec
 import structlog
@@ -158,6 +169,11 @@ class Session:
         self._draining_for_close = False
         self._pending = False  # output queued and the owner told (on_pending)
         self._backed_up = False  # the writer task waits for the socket to drain
+        # The queue length that makes a backed-up session a slow consumer (see ``send``).
+        self._limit = limits.outbox_hard
+        self._written = 0  # bytes given to the transport
+        self._batch = 0  # write_now calls: replies of one batch share an allowance
+        self._allowed_at = (0, -1)  # (bytes taken, batch) when a reply was last allowed
         self._on_pending = on_pending
         self._writer: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
@@ -234,12 +250,20 @@ class Session:
     # --- outbound ----------------------------------------------------------------------
 
     def send(self, data: bytes) -> None:
-        """Queue one encoded message; close the session if it cannot keep up."""
+        """Queue one encoded message; close the session if it cannot keep up.
+
+        Cheap, as it runs for every report: the queue's length against
+        ``_limit``, then the flag the writer sets while it waits for the
+        socket. The writer keeps ``_limit`` at ``outbox_hard`` above the
+        lowest the queue has been since the socket filled (see the module
+        doc): a long queue alone is no sign of a slow reader, a queue that
+        keeps growing behind a socket that takes no more is.
+        """
         if self.closing:
             return
         outbox = self.outbox
         outbox.append(data)
-        if len(outbox) > self.limits.outbox_hard and self.backed_up():
+        if len(outbox) > self._limit and self._backed_up:
             self.close(p.CloseCode.SLOW_CONSUMER)
             return
         if not self._pending:
@@ -253,40 +277,97 @@ class Session:
             else:
                 asyncio.get_running_loop().call_soon(self.write_now)
 
-    def backed_up(self) -> bool:
-        """The socket takes no more: the transport's buffer is above its high-water
-        mark, or was and has not drained to its low one since (the writer waits).
+    @contextlib.contextmanager
+    def reply(self) -> Iterator[None]:
+        """Queue, inside the block, a reply the client asked for (a snapshot).
 
-        A long queue alone is no sign of a slow reader (one batch can queue a
-        thousand reports at once); a long queue behind a full socket is. The
-        buffer of a reader that stopped can settle just below the high mark (the
-        kernel took a little of the last write), and stay there for good.
+        While the socket is backed up, the reply raises the slow-consumer
+        limit by its length if the client is reading: it has read a socket's
+        worth (the transport's high minus low water mark) since the last reply
+        was allowed, or that reply came in this same batch. Messages queued
+        before or after it still count. A client that stops reading gets at
+        most one batch of replies allowed: asking for snapshots cannot keep a
+        stalled connection open, nor grow its queue without bound.
         """
-        if self._backed_up:
+        limit = self._limit
+        before = len(self.outbox)
+        self._limit = sys.maxsize  # not judged halfway through its own reply
+        try:
+            yield
+        finally:
+            if not self.closing:
+                added = len(self.outbox) - before
+                if self._backed_up and added > 0 and self._reading():
+                    limit += added
+                    self._allowed_at = (self._taken(), self._batch)
+                self._limit = limit
+                if len(self.outbox) > limit and self._backed_up:
+                    self.close(p.CloseCode.SLOW_CONSUMER)
+
+    def _taken(self) -> int:
+        """Bytes of this session's frames the kernel has taken so far."""
+        return self._written - self.transport.get_write_buffer_size()
+
+    def _reading(self) -> bool:
+        """Has the client read a socket's worth since the last reply was allowed
+        (or is this reply in the same batch as that one)?"""
+        taken, batch = self._allowed_at
+        if batch == self._batch:
             return True
-        transport = self.transport
-        if transport.is_closing():
-            return True
-        return transport.get_write_buffer_size() >= transport.get_write_buffer_limits()[1]
+        low, high = self.transport.get_write_buffer_limits()
+        return self._taken() - taken >= high - low
 
     def send_message(self, message: p.ServerMessage) -> None:
         self.send(p.encode(message))
 
-    def send_book(self, instrument_id: str, data: bytes) -> None:
-        """Queue a book update, or a conflation mark if the session is behind."""
+    def send_book(self, instrument_id: str, data: bytes) -> bool:
+        """Queue a book update, or a conflation mark if the session is behind.
+
+        True if the update was conflated (the router counts them for
+        ``suanli_book_conflations_total``).
+        """
         if self.closing:
-            return
+            return False
         key = (_BOOK, instrument_id)
         if key in self.marked:
             self.conflated += 1
-            return
+            return True
         if len(self.outbox) >= self.limits.outbox_soft:
             self.marked.add(key)
             self.conflated += 1
             self.outbox.append(key)
-        else:
-            self.outbox.append(data)
+            self._queued()
+            return True
+        self.outbox.append(data)
         self._queued()
+        return False
+
+    def send_book_snapshot(self, instrument_id: str, data: bytes) -> None:
+        """Queue a subscription's book snapshot, the state its updates follow.
+
+        A conflation mark still queued for the book (from an earlier
+        subscription) is dropped first: resolved only when written, to the book
+        as it is then, it would deliver a newer book ahead of this older one.
+        """
+        self._drop_mark((_BOOK, instrument_id))
+        self.send(data)
+
+    def send_ticker_snapshot(self, instrument_id: str, data: bytes) -> None:
+        """Queue a subscription's first ticker (a queued ticker mark would be newer)."""
+        if self._drop_mark((_TICKER, instrument_id)):
+            self.latest_ticker.pop(instrument_id, None)
+        self.send(data)
+
+    def _drop_mark(self, mark: tuple[str, str]) -> bool:
+        """Take a queued conflation mark out of the queue; False if none is queued.
+
+        A search of the queue, but only on a subscription while behind.
+        """
+        if mark not in self.marked:
+            return False
+        self.marked.discard(mark)
+        self.outbox.remove(mark)  # the one queued mark equal to it (see ``marked``)
+        return True
 
     def send_ticker(self, instrument_id: str, data: bytes) -> None:
         """Queue a ticker; a ticker still waiting for this instrument is replaced."""
@@ -334,19 +415,31 @@ class Session:
         there was output). If the transport's buffer passes its high-water
         mark, the rest waits in the queue (where conflation and the
         slow-consumer limit apply) and the writer task takes over until the
-        socket drains.
+        socket drains. What is left of a batch that fills the socket from a
+        standing start is what the client is now reading: from there on the
+        queue may grow ``outbox_hard`` messages above its lowest (``_write``).
         """
         self._pending = False
-        if self.closing and not self._draining_for_close:
-            return
+        self._batch += 1
         if self._backed_up:
             return
+        if self._write():  # the socket filled up with this batch, from a standing start
+            self._limit = len(self.outbox) + self.limits.outbox_hard
+            self._allowed_at = (self._taken(), -1)  # a later reply must show reading
+
+    def _write(self) -> bool:
+        """``write_now``'s write, also the writer task's once the socket drained;
+        True if the socket is now backed up."""
+        if self.closing and not self._draining_for_close:
+            return False
         transport = self.transport
         if transport.is_closing():
-            return
+            return False
         outbox = self.outbox
         high = transport.get_write_buffer_limits()[1]
         budget = high - transport.get_write_buffer_size()
+        data = b""
+        count = 0
         if not self.marked and outbox:  # only messages (every mark queued is in marked)
             sizes = list(map(len, outbox))
             if sum(sizes) <= budget and max(sizes) < _SMALL_FRAME:
@@ -356,38 +449,45 @@ class Session:
                 framed[0::2] = map(_HEADERS.__getitem__, sizes)
                 framed[1::2] = outbox  # type: ignore[assignment]  # no marks: bytes alone
                 outbox.clear()
-                transport.write(b"".join(framed))
-                self.sent += len(sizes)
-                return
-        chunks: list[bytes] = []
-        count = 0
-        take = outbox.popleft
-        append = chunks.append
-        headers = _HEADERS
-        while outbox and budget > 0:
-            item = take()
-            if isinstance(item, tuple):  # a conflation mark, or a ping
-                if item is _PING:
-                    self.marked.discard(_PING)
-                    append(_PING_FRAME)
-                    budget -= 2
-                    continue
-                data = self._resolve(item)
-                if not data:
-                    continue
-            else:
-                data = item
-            size = len(data)
-            append(headers[size] if size < _SMALL_FRAME else text_frame_header(size))
-            append(data)
-            budget -= size
-            count += 1
-        if chunks:
-            transport.write(b"".join(chunks))
+                data = b"".join(framed)
+                count = len(sizes)
+        if outbox:
+            chunks: list[bytes] = []
+            take = outbox.popleft
+            append = chunks.append
+            headers = _HEADERS
+            while outbox and budget > 0:
+                item = take()
+                if isinstance(item, tuple):  # a conflation mark, or a ping
+                    if item is _PING:
+                        self.marked.discard(_PING)
+                        append(_PING_FRAME)
+                        budget -= 2
+                        continue
+                    message = self._resolve(item)
+                    if not message:
+                        continue
+                else:
+                    message = item
+                size = len(message)
+                append(headers[size] if size < _SMALL_FRAME else text_frame_header(size))
+                append(message)
+                budget -= size
+                count += 1
+            data = b"".join(chunks)
+        if data:
+            transport.write(data)
+            self._written += len(data)
             self.sent += count
+        # The limit follows the queue down, never up: a queue that shrinks is read.
+        floor = len(outbox) + self.limits.outbox_hard
+        if floor < self._limit:
+            self._limit = floor
         if outbox:
             self._backed_up = True
             self._wake.set()
+            return True
+        return False
 
     async def _write_loop(self) -> None:
         """While the socket is backed up: wait for it to drain, then write again."""
@@ -402,7 +502,7 @@ class Session:
                     return
                 if transport.get_write_buffer_size() < transport.get_write_buffer_limits()[0] + 1:
                     self._backed_up = False
-                    self.write_now()
+                    self._write()
 
     # --- inbound -----------------------------------------------------------------------
 
