@@ -338,13 +338,7 @@ class Dispatcher:
                 )
                 return
             if instrument_id not in self.core.instruments:
-                session.send_message(
-                    p.Error(
-                        id=request.id,
-                        code=p.ErrorCode.UNKNOWN_INSTRUMENT,
-                        text=f"no instrument {instrument_id!r}",
-                    )
-                )
+                session.send_message(_unknown_instrument(request.id, instrument_id))
                 return
         session.send_message(
             p.Subscribed(id=request.id, channel=channel, instrument_id=instrument_id)
@@ -357,13 +351,7 @@ class Dispatcher:
         account = None if principal.role is Role.OPERATOR else principal.account_id
         instrument_id = request.instrument_id
         if instrument_id and instrument_id not in self.core.instruments:
-            session.send_message(
-                p.Error(
-                    id=request.id,
-                    code=p.ErrorCode.UNKNOWN_INSTRUMENT,
-                    text=f"no instrument {instrument_id!r}",
-                )
-            )
+            session.send_message(_unknown_instrument(request.id, instrument_id))
             return
         states = self.router.register.open_orders(account, instrument_id)
         with session.reply():  # however long, not a sign of a slow reader
@@ -451,6 +439,12 @@ def new_order(actor: str, request: p.NewOrder) -> cmd.NewOrder:
         min_qty=request.min_qty,
         stp=request.stp,
         voucher_id=request.voucher_id,
+    )
+
+
+def _unknown_instrument(request_id: p.RequestId, instrument_id: str) -> p.Error:
+    return p.Error(
+        id=request_id, code=p.ErrorCode.UNKNOWN_INSTRUMENT, text=f"no instrument {instrument_id!r}"
     )
 
 

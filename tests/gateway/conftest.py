@@ -11,6 +11,7 @@ test fails instead of hanging; no test asserts on timing.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -285,3 +286,55 @@ async def settle() -> None:
     """Let the event loop run queued callbacks (not a timing assumption)."""
     for _ in range(3):
         await asyncio.sleep(0)
+
+
+_fill_ids = itertools.count(1)  # client order ids, unique across calls
+
+
+async def trade_until(dc1: Client, su1: Client, until: Callable[[], bool]) -> None:
+    """Fills on H100 between dc1 (selling) and su1 (buying), 20 a batch, until
+    ``until()``; every fill changes the book."""
+    fills = 0
+    while not until():
+        assert fills < 20_000, "the condition never came"
+        for _ in range(20):
+            fills += 1
+            n = next(_fill_ids)
+            price = 1_000 + 10 * (n % 7)  # sells rest at varying prices; buys take the best
+            await dc1.send(
+                "new_order",
+                client_order_id=f"s{n}",
+                instrument_id=H100,
+                side="SELL",
+                qty=16,
+                price=price,
+            )
+            await su1.send(
+                "new_order",
+                client_order_id=f"b{n}",
+                instrument_id=H100,
+                side="BUY",
+                qty=8,
+                price=1_100,
+            )
+        await su1.expect(p.ExecutionReport, client_order_id=f"b{n}", exec_type=p.ExecType.FILL)
+        await dc1.expect(p.ExecutionReport, client_order_id=f"s{n}", exec_type=p.ExecType.NEW)
+        su1.seen.clear()
+        dc1.seen.clear()
+
+
+def town_programme() -> dict[str, Any]:
+    """The fields of a ``create_programme`` for issuer town (admitted by a test), whose
+    vouchers pay half of a state-run provider's price, for 1,000 hours from now."""
+    return {
+        "programme_id": "tw",
+        "name": "Town compute voucher",
+        "rate_state_domestic": 5_000,
+        "rate_state_foreign": 5_000,
+        "rate_commercial_domestic": 0,
+        "rate_commercial_foreign": 0,
+        "cap_per_holder_year": 5_000_000,
+        "budget": 5_000_000,
+        "expires_at": now_ns() + 1_000 * 3_600 * 10**9,
+        "basis": "MIN_REVENUE",
+    }

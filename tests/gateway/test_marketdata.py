@@ -16,7 +16,15 @@ import msgspec
 
 from gateway import protocol as p
 from gateway.app import ROUTER, SERVICE
-from tests.gateway.conftest import ASCEND, H100, Client, Gateway, GatewayFactory, Traders
+from tests.gateway.conftest import (
+    ASCEND,
+    H100,
+    Client,
+    Gateway,
+    GatewayFactory,
+    Traders,
+    trade_until,
+)
 
 SEED = 4242
 
@@ -281,33 +289,8 @@ async def test_slow_consumer_gets_conflated_book_then_is_disconnected(
     dc1 = await gateway.connect("dc1")
     su1 = await gateway.connect("su1")
     slow_id = min(set(router.sessions) - before)  # connection ids grow; slow came first
-    pairs = 0
     # Trade until the server gives up on the reader that never reads.
-    while slow_id in router.sessions and pairs < 20_000:
-        for _ in range(20):
-            pairs += 1
-            price = 1000 + 10 * (pairs % 7)  # sells rest at varying prices; buys take the best
-            await dc1.send(
-                "new_order",
-                client_order_id=f"s{pairs}",
-                instrument_id=H100,
-                side="SELL",
-                qty=16,
-                price=price,
-            )
-            await su1.send(
-                "new_order",
-                client_order_id=f"b{pairs}",
-                instrument_id=H100,
-                side="BUY",
-                qty=8,
-                price=1100,
-            )
-        await su1.expect(p.ExecutionReport, client_order_id=f"b{pairs}", exec_type=p.ExecType.FILL)
-        await dc1.expect(p.ExecutionReport, client_order_id=f"s{pairs}", exec_type=p.ExecType.NEW)
-        su1.seen.clear()
-        dc1.seen.clear()
-    assert slow_id not in router.sessions, f"still connected after {pairs} trades"
+    await trade_until(dc1, su1, until=lambda: slow_id not in router.sessions)
     messages, code, reason = await slow.read_all()
     book = BookCopy()
     for message in messages:

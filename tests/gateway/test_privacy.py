@@ -26,9 +26,8 @@ from typing import Any
 import msgspec
 
 from gateway import protocol as p
-from tests.gateway.conftest import ASCEND, H100, Client, Gateway, key, now_ns
+from tests.gateway.conftest import ASCEND, H100, Client, Gateway, key, town_programme
 
-HOUR = 3_600 * 10**9
 TRADERS = ("su1", "su2", "dc1", "dc2")
 ISSUERS = ("city", "town")
 PRIVATE = (p.ExecutionReport, p.Balance, p.VoucherBalance, p.Contract, p.Claim)
@@ -95,16 +94,7 @@ async def _open_market(gateway: Gateway) -> Market:
     await _ack(
         town,
         "create_programme",
-        programme_id="tw",
-        name="Town compute voucher",
-        rate_state_domestic=5_000,
-        rate_state_foreign=5_000,
-        rate_commercial_domestic=0,
-        rate_commercial_foreign=0,
-        cap_per_holder_year=5_000_000,
-        budget=5_000_000,
-        expires_at=now_ns() + 1_000 * HOUR,
-        basis="MIN_REVENUE",
+        **town_programme(),
     )
     town_voucher = await _ack(
         town, "issue_voucher", programme_id="tw", holder="su1", amount=300_000

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 from gateway import protocol as p
 from gateway.app import METRICS, ROUTER
 from gateway.session import Session
-from tests.gateway.conftest import H100, Client, Gateway, GatewayFactory, key
+from tests.gateway.conftest import H100, Client, Gateway, GatewayFactory, key, trade_until
 from tests.gateway.test_marketdata import BookCopy, RawWebSocket
 
 FAST = {"rate_limit": 1e6, "rate_burst": 10**6}  # no test here is about the rate limit
@@ -155,42 +154,8 @@ async def book_behind(
     slow.send({"type": "subscribe", "channel": "trades", "instrument_id": H100})
     dc1 = await gateway.connect("dc1")
     su1 = await gateway.connect("su1")
-    await trade(dc1, su1, until=lambda: ("book", H100) in session.marked)
+    await trade_until(dc1, su1, until=lambda: ("book", H100) in session.marked)
     return slow, session, dc1, su1
-
-
-_fill_ids = itertools.count(1)  # client order ids, unique across calls
-
-
-async def trade(dc1: Client, su1: Client, until: Callable[[], bool]) -> None:
-    """Fills on H100, 20 a batch, until ``until()``; every fill changes the book."""
-    fills = 0
-    while not until():
-        assert fills < 20_000, "the condition never came"
-        for _ in range(20):
-            fills += 1
-            n = next(_fill_ids)
-            price = 1_000 + 10 * (n % 7)  # sells rest at varying prices; buys take the best
-            await dc1.send(
-                "new_order",
-                client_order_id=f"s{n}",
-                instrument_id=H100,
-                side="SELL",
-                qty=16,
-                price=price,
-            )
-            await su1.send(
-                "new_order",
-                client_order_id=f"b{n}",
-                instrument_id=H100,
-                side="BUY",
-                qty=8,
-                price=1_100,
-            )
-        await su1.expect(p.ExecutionReport, client_order_id=f"b{n}", exec_type=p.ExecType.FILL)
-        await dc1.expect(p.ExecutionReport, client_order_id=f"s{n}", exec_type=p.ExecType.NEW)
-        su1.seen.clear()
-        dc1.seen.clear()
 
 
 async def test_a_book_subscribed_again_while_behind_never_goes_back_to_an_older_state(
@@ -204,7 +169,7 @@ async def test_a_book_subscribed_again_while_behind_never_goes_back_to_an_older_
     await until(lambda: subscription not in session.subscriptions)
     slow.send({"type": "subscribe", **book})  # its snapshot: the book as it is now
     await until(lambda: subscription in session.subscriptions)
-    await trade(dc1, su1, until=lambda: session.conflated > 100)  # the book moves on
+    await trade_until(dc1, su1, until=lambda: session.conflated > 100)  # the book moves on
     slow.send({"type": "ping", "id": 999})
     messages = await slow.read_until(lambda m: isinstance(m, p.Pong) and m.id == 999)
     seqs = [m.seq for m in messages if isinstance(m, (p.BookSnapshot, p.BookUpdate))]
@@ -224,7 +189,7 @@ async def test_book_conflations_are_counted_in_the_metrics(
 ) -> None:
     gateway = await start_gateway(outbox_soft=4, socket_send_buffer=4_096, **FAST)
     _, session, dc1, su1 = await book_behind(gateway, stalled)
-    await trade(dc1, su1, until=lambda: session.conflated > 50)
+    await trade_until(dc1, su1, until=lambda: session.conflated > 50)
     metrics = gateway.app[METRICS]
     assert metrics.book_conflations == session.conflated  # the only book subscriber
     status, text = await gateway.get("/metrics")

@@ -14,9 +14,7 @@ import pytest
 
 from clients import sdk
 from gateway import protocol as p
-from tests.gateway.conftest import H100, Client, Gateway, key, now_ns
-
-HOUR = 3_600 * 10**9
+from tests.gateway.conftest import H100, Client, Gateway, key, town_programme
 
 
 async def _subscribe(client: Client) -> int:
@@ -46,16 +44,7 @@ async def _town(gateway: Gateway, ops: Client) -> Client:
     await town.expect(p.Authenticated, id=rid)
     rid = await town.send(
         "create_programme",
-        programme_id="tw",
-        name="Town compute voucher",
-        rate_state_domestic=5_000,
-        rate_state_foreign=5_000,
-        rate_commercial_domestic=0,
-        rate_commercial_foreign=0,
-        cap_per_holder_year=5_000_000,
-        budget=5_000_000,
-        expires_at=now_ns() + 1_000 * HOUR,
-        basis="MIN_REVENUE",
+        **town_programme(),
     )
     await town.expect(p.Ack, id=rid)
     return town
