@@ -308,6 +308,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         remote=request.remote or "",
         on_pending=router.notify,
         on_close=router.detach,
+        drain=request.writer.drain,  # wakes a backed-up writer when the socket drains
+        metrics=metrics,
     )
     metrics.connections_total += 1
     router.attach(session)

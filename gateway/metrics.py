@@ -58,7 +58,7 @@ class Metrics:
         self.protocol_errors: Counter[str] = Counter()  # by ErrorCode
         self.connections_total = 0
         self.disconnects: Counter[str] = Counter()  # by close code
-        self.messages_sent = 0
+        self.messages_sent = 0  # added to by each connection's writes
         self.book_conflations = 0  # added up by the router after each batch
         self.journal_latency = Histogram(LATENCY_BUCKETS)
         self.gauges: dict[str, tuple[str, str, Callable[[], Any]]] = {}
@@ -101,6 +101,11 @@ class Metrics:
             self.protocol_errors,
         )
         counter("suanli_connections_total", "WebSocket connections opened", self.connections_total)
+        counter(
+            "suanli_messages_sent_total",
+            "Messages written to WebSocket connections",
+            self.messages_sent,
+        )
         labelled(
             "suanli_disconnects_total",
             "counter",

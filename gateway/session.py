@@ -46,7 +46,7 @@ import struct
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import msgspec
 import structlog
@@ -55,6 +55,7 @@ from aiohttp import web
 from gateway import protocol as p
 from gateway.auth import Principal
 from gateway.marketdata import MarketData
+from gateway.metrics import Metrics
 
 
 class SessionLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -145,6 +146,8 @@ class Session:
         remote: str = "",
         on_pending: Callable[[Session], None] | None = None,
         on_close: Callable[[Session], None] | None = None,
+        drain: Callable[[], Awaitable[None]] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.conn_id = conn_id
         self.ws = ws
@@ -178,6 +181,8 @@ class Session:
         self._writer: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
         self._on_close = on_close
+        self._drain = drain
+        self._metrics = metrics
 
     # --- life cycle -------------------------------------------------------------------
 
@@ -479,6 +484,8 @@ class Session:
             transport.write(data)
             self._written += len(data)
             self.sent += count
+            if self._metrics is not None:
+                self._metrics.messages_sent += count
         # The limit follows the queue down, never up: a queue that shrinks is read.
         floor = len(outbox) + self.limits.outbox_hard
         if floor < self._limit:
@@ -493,16 +500,26 @@ class Session:
         """While the socket is backed up: wait for it to drain, then write again."""
         wake = self._wake
         transport = self.transport
+        drain = self._drain
         while True:
             await wake.wait()
             wake.clear()
             while self._backed_up:
-                await asyncio.sleep(_DRAIN_POLL)
+                if drain is not None:
+                    # Returns when the transport resumes writing (at its low mark),
+                    # or at once if it never paused: a write that ended just short
+                    # of the high mark leaves a buffer that only polling sees drain.
+                    try:
+                        await drain()
+                    except ConnectionError:
+                        return
                 if transport.is_closing():
                     return
-                if transport.get_write_buffer_size() < transport.get_write_buffer_limits()[0] + 1:
+                if transport.get_write_buffer_size() <= transport.get_write_buffer_limits()[0]:
                     self._backed_up = False
                     self._write()
+                else:
+                    await asyncio.sleep(_DRAIN_POLL)
 
     # --- inbound -----------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from aiohttp import web
 from benchmarks.gateway import take_frames
 from gateway import protocol as p
 from gateway.marketdata import MarketData
+from gateway.metrics import Metrics
 from gateway.session import Session, SessionLimits
 
 LOW, HIGH = 16_384, 65_536
@@ -59,6 +60,26 @@ class Ws:
         pass
 
 
+class Drain:
+    """Stands in for the stream writer's ``drain``: returns once ``resume`` is
+    called, as aiohttp's does when the transport resumes writing."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.waiting = 0
+        self.error = error
+        self._resumed = asyncio.Event()
+
+    async def __call__(self) -> None:
+        self.waiting += 1
+        if self.error is not None:
+            raise self.error
+        await self._resumed.wait()
+        self._resumed.clear()
+
+    def resume(self) -> None:
+        self._resumed.set()
+
+
 class Book:
     """Stands in for MarketData: the published book is just its ``seq``."""
 
@@ -69,7 +90,7 @@ class Book:
         return b"snapshot %d" % self.seq
 
 
-async def _session(taken: int, marketdata: Any = None) -> tuple[Session, Socket]:
+async def _session(taken: int, marketdata: Any = None, **extra: Any) -> tuple[Session, Socket]:
     socket = Socket(taken)
     session = Session(
         1,
@@ -77,14 +98,15 @@ async def _session(taken: int, marketdata: Any = None) -> tuple[Session, Socket]
         SessionLimits(outbox_soft=8, outbox_hard=HARD),
         cast(MarketData, marketdata),
         transport=cast(Any, socket),
+        **extra,
     )
     session.start()
     return session, socket
 
 
-async def _behind(taken: int = 0, marketdata: Any = None) -> tuple[Session, Socket]:
+async def _behind(taken: int = 0, marketdata: Any = None, **extra: Any) -> tuple[Session, Socket]:
     """A session whose socket filled up with a batch of 200 reports."""
-    session, socket = await _session(taken, marketdata)
+    session, socket = await _session(taken, marketdata, **extra)
     for _ in range(200):
         session.send(REPORT)
     session.write_now()
@@ -238,5 +260,49 @@ async def test_every_message_goes_out_as_its_own_frame_in_order() -> None:
         (0x1, b"z"),
     ]
     assert not socket.written and session.sent == len(messages) + 2
+    session.abandon()
+    await session.wait_closed()
+
+
+async def test_a_backed_up_writer_writes_again_as_soon_as_the_socket_drains(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Polling alone would not look again for a minute: only the drain wakes it.
+    monkeypatch.setattr("gateway.session._DRAIN_POLL", 60.0)
+    drain = Drain()
+    session, socket = await _behind(drain=drain)
+    await asyncio.sleep(0.01)
+    assert drain.waiting == 1
+    before = len(socket.written)
+    socket.read(2 * HIGH)  # the reader caught up and the transport resumed writing
+    drain.resume()
+    await _written_more(socket, before)
+    assert session.sent > 150 and not session.closing
+    session.abandon()
+    await session.wait_closed()
+
+
+async def test_a_writer_whose_connection_is_lost_while_it_waits_stops_quietly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("gateway.session._DRAIN_POLL", 60.0)
+    session, socket = await _behind(drain=Drain(ConnectionResetError("reset")))
+    writer = session._writer
+    assert writer is not None
+    async with asyncio.timeout(5):
+        await asyncio.wait({writer})
+    assert writer.exception() is None and socket.buffered > LOW
+    session.abandon()
+    await session.wait_closed()
+
+
+async def test_messages_written_are_counted_for_metrics() -> None:
+    metrics = Metrics()
+    session, _ = await _session(taken=-1, metrics=metrics)
+    for _ in range(7):
+        session.send(REPORT)
+    session.write_now()
+    assert metrics.messages_sent == 7 == session.sent
+    assert "\nsuanli_messages_sent_total 7\n" in metrics.render()
     session.abandon()
     await session.wait_closed()
