@@ -61,6 +61,7 @@ from gateway.session import Session
 log = structlog.get_logger("gateway.router")
 
 _ORDER_COMMANDS = (cmd.CancelOrder, cmd.AmendOrder, cmd.CancelAll)
+_MANY_EVENTS = 16  # a command with more events than this is answered as a reply
 _REPORTED = frozenset({cmd.NewOrder, cmd.CancelOrder, cmd.AmendOrder})  # answered by reports
 _ORDERS = (p.Channel.ORDERS, "")
 _OPERATOR = Role.OPERATOR
@@ -290,6 +291,16 @@ class Router:
         self, seq: int, command: cmd.Command, events: list[Event], origin: Origin | None
     ) -> None:
         """Turn one applied command's events into messages (the service's origin listener)."""
+        if origin is not None and len(events) > _MANY_EVENTS:
+            # A cancel_all, a sweep of the book, an instrument closed: the reports to
+            # the requester are the reply it asked for, and however many, they do not
+            # make a reading client a slow consumer (``Session.reply``).
+            with origin[0].reply():
+                self._messages(command, events, origin)
+        else:
+            self._messages(command, events, origin)
+
+    def _messages(self, command: cmd.Command, events: list[Event], origin: Origin | None) -> None:
         accounts = self.dirty_accounts
         vouchers = self.dirty_vouchers
         register = self.register

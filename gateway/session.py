@@ -24,9 +24,9 @@ never dropped. A slow consumer is one that does not read, not one that asked
 for a lot. While the socket is backed up, the queue may grow at most
 ``outbox_hard`` messages above the lowest it has been since the socket filled
 up. What was queued when it filled (a snapshot, a ``cancel_all``'s reports,
-any burst) is thus the reply the client is reading, and a snapshot it asks
-for while behind (``reply``) is added to that if it has read a socket's worth
-since the last one was. A reader that keeps up keeps its connection however
+any burst) is thus the reply the client is reading, and a snapshot or a long
+command answer it asks for while behind (``reply``) is added to that if it has
+read a socket's worth since the last one was. A reader that keeps up keeps its connection however
 large the reply and however many live messages queue behind it meanwhile (the
 queue shrinks); a reader that stops, or reads slower than messages come, sees
 its queue grow, and ``outbox_hard`` messages later the session closes with
@@ -284,7 +284,8 @@ class Session:
 
     @contextlib.contextmanager
     def reply(self) -> Iterator[None]:
-        """Queue, inside the block, a reply the client asked for (a snapshot).
+        """Queue, inside the block, a reply the client asked for (a snapshot, a
+        long command answer such as a ``cancel_all``'s reports).
 
         While the socket is backed up, the reply raises the slow-consumer
         limit by its length if the client is reading: it has read a socket's

@@ -98,6 +98,18 @@ async def rest_orders(seller: Client, n: int) -> None:
             seller.seen.clear()
 
 
+HARD = 256  # outbox_hard where a test needs a connection to fall behind soon
+
+
+async def small_queues(start_gateway: GatewayFactory, resting: int) -> tuple[Gateway, Client]:
+    """A gateway with an ``outbox_hard`` of ``HARD`` and a 4 KB socket send buffer,
+    and dc1's connection, with ``resting`` of its orders on the H100 book."""
+    gateway = await start_gateway(outbox_hard=HARD, socket_send_buffer=4_096, **FAST)
+    dc1 = await gateway.connect("dc1")
+    await rest_orders(dc1, resting)
+    return gateway, dc1
+
+
 async def test_an_operator_reading_a_snapshot_longer_than_outbox_hard_keeps_its_connection(
     start_gateway: GatewayFactory,
 ) -> None:
@@ -124,10 +136,8 @@ async def test_an_operator_reading_a_snapshot_longer_than_outbox_hard_keeps_its_
 async def test_an_operator_that_stops_reading_after_a_snapshot_is_closed_4003(
     start_gateway: GatewayFactory, stalled: Stalled
 ) -> None:
-    hard = 256
-    gateway = await start_gateway(outbox_hard=hard, socket_send_buffer=4_096, **FAST)
-    dc1 = await gateway.connect("dc1")
-    await rest_orders(dc1, 4 * hard)
+    hard = HARD
+    gateway, dc1 = await small_queues(start_gateway, resting=4 * hard)
     ops, session = await stalled(gateway, "ops")
     ops.send({"type": "subscribe", "channel": "orders"})
     await until(lambda: (p.Channel.ORDERS, "") in session.subscriptions)
@@ -195,3 +205,36 @@ async def test_book_conflations_are_counted_in_the_metrics(
     status, text = await gateway.get("/metrics")
     assert status == 200
     assert f"suanli_book_conflations_total {metrics.book_conflations}\n" in text
+
+
+async def test_a_reader_behind_a_reply_keeps_its_connection_through_a_large_cancel_all(
+    start_gateway: GatewayFactory, stalled: Stalled
+) -> None:
+    # A second connection of dc1, behind the answer to its mass_status, reads
+    # some of it, then cancels all 2,048 orders: 8 times outbox_hard of reports
+    # queue behind a socket that is still full, and they are a reply it asked for.
+    hard = HARD
+    gateway, _ = await small_queues(start_gateway, resting=8 * hard)
+    slow, session = await stalled(gateway, "dc1")
+    slow.send({"type": "mass_status", "id": 1})
+    await until(lambda: session._backed_up)
+    read = 0
+
+    def enough(_: Any) -> bool:
+        nonlocal read
+        read += 1
+        return read == 200
+
+    await slow.read_until(enough)
+    await until(session._reading)  # the server saw it read
+    assert session._backed_up and len(session.outbox) > hard  # still behind
+    slow.send({"type": "cancel_all", "id": 2})
+    messages = await slow.read_until(lambda m: isinstance(m, p.CancelAllDone))
+    assert messages[-1].cancelled == 8 * hard
+    cancels = [
+        m
+        for m in messages
+        if isinstance(m, p.ExecutionReport) and m.exec_type == p.ExecType.CANCELLED
+    ]
+    assert len(cancels) == 8 * hard and {m.id for m in cancels} == {2}
+    assert gateway.app[METRICS].disconnects[str(p.CloseCode.SLOW_CONSUMER)] == 0
