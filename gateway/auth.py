@@ -183,25 +183,33 @@ class KeyStore:
 
 
 _REDACTED: Final = "[REDACTED]"
+# Text may show a header as a repr ("b'X-API-Key:\\x01...'") or as JSON, where a
+# control character becomes an escape that ends in a letter or digit: a key or a
+# value may begin right after one.
+_AFTER_ESCAPE = r"(?<=\\[a-z])|(?<=\\x[0-9a-fA-F]{2})|(?<=\\u[0-9a-fA-F]{4})"
 # sk_<key id>_<secret>: the key id stays (it is logged on purpose), the secret goes.
-_KEY = re.compile(rf"(?<![A-Za-z0-9]){KEY_PREFIX}_([^_\s\"'\\,;&<>]+)_[^\s\"'\\,;&<>]+")
+_KEY = re.compile(
+    rf"(?:(?<![A-Za-z0-9])|{_AFTER_ESCAPE}){KEY_PREFIX}_([^_\s\"'\\,;&<>]+)_[^\s\"'\\,;&<>]+"
+)
 # The credential of an Authorization header ("Bearer <token>", "Basic <token>").
 _SCHEME = re.compile(r"\b(Bearer|Basic)\s+[^\s\"'\\,;]+", re.IGNORECASE)
-# What follows an Authorization or X-API-Key header name ("X-API-Key: abc",
-# "'X-API-Key': 'abc'"), when it is not a scheme already handled above.
+# The whole value of an Authorization or X-API-Key header ("X-API-Key: abc",
+# "'Authorization': 'Token abc'"), up to a quote or the end of its line, escapes
+# included; an Authorization scheme followed by a space stays readable.
 _HEADER = re.compile(
-    r"\b(Authorization|X-API-Key)(['\"]?\s*[:=]\s*['\"]?)(?!Bearer\b|Basic\b|\[REDACTED\])"
-    r"[^\s\"'\\,;}]+",
+    r"\b((?:Authorization(?:['\"]?\s*[:=]\s*['\"]?)(?:[A-Za-z]+ +)?)"
+    r"|(?:X-API-Key(?:['\"]?\s*[:=]\s*['\"]?)))"
+    r"(?!\[REDACTED\])(?:[^\"'\\\r\n]|\\(?![rn]))+",
     re.IGNORECASE,
 )
 
 
 def redact(text: str) -> str:
-    """``text`` with the secret of every API key and every Authorization credential
-    replaced by ``[REDACTED]``."""
-    text = _KEY.sub(rf"{KEY_PREFIX}_\1_{_REDACTED}", text)
+    """``text`` with the secret of every API key and every Authorization or
+    X-API-Key header value replaced by ``[REDACTED]``."""
+    text = _HEADER.sub(rf"\1{_REDACTED}", text)
     text = _SCHEME.sub(rf"\1 {_REDACTED}", text)
-    return _HEADER.sub(rf"\1\2{_REDACTED}", text)
+    return _KEY.sub(rf"{KEY_PREFIX}_\1_{_REDACTED}", text)
 
 
 _ANY = None
