@@ -152,10 +152,19 @@ class OrderRegister:
     def from_core(cls, core: ExchangeCore) -> OrderRegister:
         """A register of a (recovered) core's accounts, seeded with its open orders.
 
-        Only limit orders rest, so every one of them is a LIMIT order.
+        Only limit orders rest, so every one of them is a LIMIT order. What an
+        open order has filled is in the contracts: one pass over them gives each
+        its ``cum_value``.
         """
         register = cls(core.accounts)
-        for order in core.orders.values():
+        orders = core.orders
+        filled: dict[int, int] = {}
+        for trade in core.contracts.values():
+            value = trade.price * trade.qty
+            for order_id in (trade.buy_order_id, trade.sell_order_id):
+                if order_id in orders:
+                    filled[order_id] = filled.get(order_id, 0) + value
+        for order in orders.values():
             expire_at = 0 if order.expire_at == NEVER else order.expire_at
             base = _ExecutionReport(
                 exec_type=_NEW,
@@ -176,6 +185,7 @@ class OrderRegister:
             )
             state = OrderState(base, order.price, order.qty, order.leaves, order.entered_at)
             state.cum_qty = order.qty - order.leaves
+            state.cum_value = filled.get(order.order_id, 0)
             if state.cum_qty:
                 state.status = p.OrdStatus.PARTIALLY_FILLED
             register._add(state)

@@ -69,3 +69,30 @@ async def test_order_status_of_an_order_finished_before_a_restart_says_so(
         rid = await client.send("order_status", client_order_id=coid)
         error = await client.expect(p.Error, id=rid)
         assert error.code is p.ErrorCode.UNKNOWN_ORDER
+
+
+async def test_an_order_partly_filled_before_a_restart_keeps_what_it_filled(
+    start_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    data_dir = str(tmp_path / "data")
+    first = await start_gateway(data_dir)
+    dc1 = await first.connect("dc1")
+    await dc1.order("ask1", H100, "SELL", 8, 1_000)
+    await dc1.order("ask2", H100, "SELL", 8, 1_010)
+    su1 = await first.connect("su1")
+    await su1.order("sweep", H100, "BUY", 24, 1_020)  # fills 8 at 1,000 and 8 at 1,010
+    rid = await su1.send("order_status", client_order_id="sweep")
+    before = await su1.expect(p.ExecutionReport, id=rid)
+    assert (before.cum_qty, before.cum_value, before.leaves_qty) == (16, 16_080, 8)
+    await first.server.close()
+
+    second = await start_gateway(data_dir)
+    again = await second.connect("su1")
+    rid = await again.send("order_status", client_order_id="sweep")
+    after = await again.expect(p.ExecutionReport, id=rid)
+    assert after.ord_status is p.OrdStatus.PARTIALLY_FILLED
+    assert (after.cum_qty, after.cum_value, after.leaves_qty) == (16, 16_080, 8)
+    status, orders = await second.get("/api/v1/orders", "su1")
+    assert status == 200
+    (listed,) = [o for o in orders if o["client_order_id"] == "sweep"]
+    assert (listed["cum_qty"], listed["cum_value"]) == (16, 16_080)
