@@ -29,6 +29,7 @@ from pathlib import Path
 import msgspec
 import structlog
 from aiohttp import WebSocketError, WSMsgType, web
+from aiohttp.typedefs import Handler
 
 from exchange import commands as cmd
 from exchange.core import ExchangeCore
@@ -69,13 +70,14 @@ class StoreInfo(msgspec.Struct, frozen=True):
 
 
 STORE_INFO = web.AppKey("store_info", StoreInfo)
+PRINCIPAL: web.RequestKey[Principal | None] = web.RequestKey("principal")
 
 
 def create_app(config: GatewayConfig, *, seed: Seed | None = None) -> web.Application:
     """The gateway as an aiohttp application (not yet running)."""
     from gateway import reports  # the HTTP API; imported here to keep app.py about wiring
 
-    app = web.Application(client_max_size=64 * 1024)
+    app = web.Application(client_max_size=64 * 1024, middlewares=[_authenticate])
     app[CONFIG] = config
     app[METRICS] = Metrics()
     keys = KeyStore(Path(config.keys_file) if config.keys_file else None)
@@ -252,26 +254,52 @@ _TEXT = WSMsgType.TEXT
 _LAST = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
 
 
-def api_key_of(request: web.Request) -> str:
-    """The API key a request carries (``Authorization: Bearer`` or ``X-API-Key``)."""
-    auth = request.headers.get("Authorization", "")
-    if auth.startswith("Bearer "):
-        return auth[7:].strip()
-    return request.headers.get("X-API-Key", "").strip()
+def _auth_failed(text: str) -> web.HTTPUnauthorized:
+    return web.HTTPUnauthorized(
+        text=msgspec.json.encode({"error": "AUTH_FAILED", "text": text}).decode(),
+        content_type="application/json",
+    )
+
+
+def api_key_of(request: web.Request) -> str | None:
+    """The API key a request carries (``Authorization: Bearer``, the scheme in any
+    case, or ``X-API-Key``); None if it carries neither header. 401 for another
+    scheme or an empty key: a client that sent a credential means to use it."""
+    auth = request.headers.get("Authorization")
+    if auth is not None:
+        scheme, _, key = auth.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            raise _auth_failed("use Authorization: Bearer <key> or X-API-Key: <key>")
+    elif (header := request.headers.get("X-API-Key")) is not None:
+        key = header
+    else:
+        return None
+    key = key.strip()
+    if not key:
+        raise _auth_failed("empty API key")
+    return key
 
 
 def principal_of(request: web.Request) -> Principal | None:
     """The principal of an HTTP request, None if anonymous; 401 for a bad key."""
+    if PRINCIPAL in request:
+        return request[PRINCIPAL]
     key = api_key_of(request)
-    if not key:
-        return None
-    principal = request.app[DISPATCHER].principal_for(key)
-    if principal is None:
-        raise web.HTTPUnauthorized(
-            text='{"error":"AUTH_FAILED","text":"unknown or revoked API key"}',
-            content_type="application/json",
-        )
+    principal = None
+    if key is not None:
+        principal = request.app[DISPATCHER].principal_for(key)
+        if principal is None:
+            raise _auth_failed("unknown or revoked API key")
+    request[PRINCIPAL] = principal
     return principal
+
+
+@web.middleware
+async def _authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Check the key of every request that carries one, whatever the path: a bad
+    key is refused (401) even where none is needed, so a client learns at once."""
+    principal_of(request)
+    return await handler(request)
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:

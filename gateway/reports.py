@@ -219,9 +219,11 @@ async def account(request: web.Request) -> web.Response:
 
 
 async def accounts(request: web.Request) -> web.Response:
-    _principal(request, Role.OPERATOR)
+    """Operators: every balance, or with ``?account=`` that account's alone."""
+    subject = _subject(request, _principal(request, Role.OPERATOR))
     router = request.app[gw.ROUTER]
-    return _respond([router.balance(a) for a in sorted(_core(request).accounts)])
+    names = [subject] if subject else sorted(_core(request).accounts)
+    return _respond([router.balance(a) for a in names])
 
 
 def _order_view(state: OrderState) -> dict[str, Any]:

@@ -45,6 +45,45 @@ async def test_bad_keys_are_refused(gateway: Gateway) -> None:
     assert error.code is p.ErrorCode.ALREADY_AUTHENTICATED
 
 
+async def test_a_key_sent_is_checked_on_every_path_and_bearer_in_any_case(
+    gateway: Gateway,
+) -> None:
+    async def get(path: str, headers: dict[str, str]) -> tuple[int, str]:
+        async with gateway.http.get(gateway.url(path), headers=headers) as resp:
+            return resp.status, await resp.text()
+
+    good = key("su1")
+    for scheme in ("Bearer", "bearer", "BEARER"):
+        status, body = await get("/api/v1/account", {"Authorization": f"{scheme} {good}"})
+        assert status == 200 and '"account_id":"su1"' in body
+    refused = (
+        {"Authorization": "bearer sk_bad_key"},
+        {"Authorization": f"Token {good}"},  # a scheme the gateway does not take
+        {"Authorization": f"Basic {good}"},
+        {"Authorization": "Bearer "},
+        {"X-API-Key": ""},
+        {"X-API-Key": "sk_bad_key"},
+    )
+    for path in ("/api/v1/instruments", f"/api/v1/book/{H100}", "/healthz", "/api/v1/account"):
+        assert (await get(path, {}))[0] == (401 if path.endswith("account") else 200)
+        for headers in refused:  # public or not, a bad credential is an error
+            status, body = await get(path, headers)
+            assert status == 401 and '"error":"AUTH_FAILED"' in body, (path, headers)
+    upgrade = {
+        "Authorization": "bearer sk_bad_key",
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    }
+    assert (await get("/ws", upgrade))[0] == 401
+    async with gateway.http.ws_connect(
+        gateway.url("/ws"), headers={"Authorization": f"bearer {good}"}
+    ) as ws:
+        welcome = p.decode_message((await ws.receive()).data)
+        assert isinstance(welcome, p.Welcome) and welcome.account_id == "su1"
+
+
 async def test_an_account_cannot_see_or_cancel_anothers_orders(gateway: Gateway) -> None:
     su1 = await gateway.connect("su1")
     su2 = await gateway.connect("su2")
@@ -157,6 +196,10 @@ async def test_operator_sees_everything_and_runs_the_market(gateway: Gateway) ->
     await ws.close()
     status, everyone = await gateway.get("/api/v1/accounts", "ops")
     assert status == 200 and {a["account_id"] for a in everyone} >= {"su1", "su3", "dc1"}
+    status, one = await gateway.get("/api/v1/accounts?account=su3", "ops")
+    assert status == 200 and [a["account_id"] for a in one] == ["su3"]
+    status, error = await gateway.get("/api/v1/accounts?account=nobody", "ops")
+    assert (status, error["error"]) == (404, "UNKNOWN_ACCOUNT")
 
 
 async def test_listing_a_market_and_running_a_voucher_programme(gateway: Gateway) -> None:
