@@ -341,7 +341,7 @@ async def open_interest(request: web.Request) -> web.Response:
 
 
 async def volume(request: web.Request) -> web.Response:
-    """Per instrument: all-time and last-24-hour volume, turnover and VWAP."""
+    """Per instrument: all-time and last-24-hour trades, volume, turnover and VWAP."""
     _principal(request, Role.OPERATOR)
     core = _core(request)
     md = request.app[gw.ROUTER].marketdata
@@ -356,6 +356,7 @@ async def volume(request: web.Request) -> web.Response:
                 "volume_gpu_hours": inst.volume,
                 "turnover": inst.turnover,
                 "vwap": inst.turnover // inst.volume if inst.volume else 0,
+                "trades_24h": ticker.trades_24h,
                 "volume_24h": ticker.volume_24h,
                 "turnover_24h": ticker.turnover_24h,
                 "vwap_24h": ticker.vwap_24h,

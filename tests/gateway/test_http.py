@@ -101,7 +101,12 @@ async def test_own_records_and_reports(gateway: Gateway) -> None:
     assert h100["open_interest_gpu_hours"] == 16
     status, volume = await gateway.get("/api/v1/reports/volume", "ops")
     h100 = next(r for r in volume if r["instrument_id"] == H100)
-    assert (h100["volume_24h"], h100["vwap_24h"], h100["trades"]) == (16, 1200, 1)
+    assert (h100["volume_24h"], h100["vwap_24h"], h100["trades"], h100["trades_24h"]) == (
+        16,
+        1200,
+        1,
+        1,
+    )
     status, _ = await gateway.get("/api/v1/reports/open-interest", "city")
     assert status == 403
     status, _ = await gateway.get("/api/v1/account", "nobody")
