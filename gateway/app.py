@@ -238,11 +238,16 @@ async def _heartbeats(app: web.Application) -> None:
 
 
 async def _close_websockets(app: web.Application) -> None:
+    """Shut down with nothing in flight unanswered: the exchange refuses new
+    commands (``UNAVAILABLE``) and finishes those queued, whose answers go out
+    before each connection's ``1001`` (drained, within ``close_timeout``)."""
     router = app.get(ROUTER)
     if router is None:
         return
+    await app[SERVICE].stop()
+    router.flush()
     sessions = list(router.sessions.values())
-    router.close_all(p.CloseCode.GOING_AWAY)
+    router.close_all(p.CloseCode.GOING_AWAY, drain=True)
     await asyncio.gather(*(s.wait_closed() for s in sessions))
 
 

@@ -742,9 +742,9 @@ class Router:
         for session in pending:
             session.write_now()
 
-    def close_all(self, code: int, reason: str = "") -> None:
+    def close_all(self, code: int, reason: str = "", *, drain: bool = False) -> None:
         for session in list(self.sessions.values()):
-            session.close(code, reason)
+            session.close(code, reason, drain=drain)
 
     def stats(self) -> dict[str, Any]:
         return {

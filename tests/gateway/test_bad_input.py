@@ -151,6 +151,39 @@ async def test_shutdown_closes_every_websocket(start_gateway: GatewayFactory) ->
         assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, p.CloseCode.GOING_AWAY), msg
 
 
+async def test_shutdown_answers_every_command_it_took_before_closing(
+    start_gateway: GatewayFactory,
+) -> None:
+    gateway = await start_gateway(rate_limit=1e6, rate_burst=10**6)
+    su1 = await gateway.connect("su1")
+    sent = [
+        await su1.send(
+            "new_order",
+            client_order_id=f"late{i}",
+            instrument_id=H100,
+            side="BUY",
+            qty=8,
+            price=1_000 + 10 * (i % 20),
+        )
+        for i in range(300)
+    ]
+    requests = gateway.app[METRICS].requests
+    async with asyncio.timeout(10):
+        while requests["new_order"] < len(sent):  # all read; many still queued or unsent
+            await asyncio.sleep(0)
+    await gateway.server.close()
+    msg = await su1.ws.receive(timeout=10)
+    answered = set()
+    while msg.type is aiohttp.WSMsgType.TEXT:
+        message = p.decode_message(msg.data)
+        if isinstance(message, p.ExecutionReport) and message.id is not None:
+            assert message.exec_type is p.ExecType.NEW
+            answered.add(message.id)
+        msg = await su1.ws.receive(timeout=10)
+    assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, p.CloseCode.GOING_AWAY), msg
+    assert answered == set(sent)
+
+
 async def test_a_frame_above_the_hard_limit_closes_with_1009_and_a_reason(
     gateway: Gateway,
 ) -> None:
