@@ -376,7 +376,8 @@ class OrderRegister:
         instrument's, for the limits in the text)."""
         text = p.REASON_TEXT.get(ev.reason, ev.reason)
         if request is not None and spec is not None:
-            text = limit_text(ev.reason, spec, request.qty, request.price) or text
+            market = request.order_type is OrderType.MARKET
+            text = limit_text(ev.reason, spec, request.qty, request.price, market=market) or text
         return p.ExecutionReport(
             exec_type=p.ExecType.REJECTED,
             ord_status=p.OrdStatus.REJECTED,
@@ -395,16 +396,29 @@ class OrderRegister:
         )
 
 
-def limit_text(reason: str, spec: InstrumentSpec, qty: int | None, price: int | None) -> str:
-    """The words for a refused quantity or price, with the instrument's limit that it
-    broke ("" for any other reason, or a value the request did not set)."""
+def limit_text(
+    reason: str,
+    spec: InstrumentSpec,
+    qty: int | None,
+    price: int | None,
+    *,
+    market: bool = False,
+    filled: int = 0,
+) -> str:
+    """The words for a refused quantity or price, with the limit that it broke: the
+    instrument's, a market order's (no price) or an amended order's (``filled``, what
+    it has filled already); "" for any other reason, or a value the request did not set."""
     if reason == Reason.OFF_LOT and qty is not None:
         return f"quantity {qty} is not a whole number of lots of {spec.lot} GPU-hours"
     if reason == Reason.OFF_TICK and price is not None:
         return f"price {price} fen is not a whole number of ticks of {spec.tick} fen"
     if reason == Reason.INVALID_QUANTITY and qty is not None:
+        if 0 < qty <= filled:
+            return f"quantity {qty} is not above the {filled} GPU-hours already filled"
         return f"quantity {qty} is outside 1 to {spec.max_qty} GPU-hours"
-    if reason == Reason.INVALID_PRICE and price:  # a market order's price is 0
+    if reason == Reason.INVALID_PRICE and price:
+        if market:
+            return "a MARKET order takes no price"
         return f"price {price} fen is outside 1 to {spec.max_price} fen"
     return ""
 

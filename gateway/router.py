@@ -63,6 +63,10 @@ log = structlog.get_logger("gateway.router")
 _ORDER_COMMANDS = (cmd.CancelOrder, cmd.AmendOrder, cmd.CancelAll)
 _MANY_EVENTS = 16  # a command with more events than this is answered as a reply
 _REPORTED = frozenset({cmd.NewOrder, cmd.CancelOrder, cmd.AmendOrder})  # answered by reports
+# Commands whose requester gets its copy of the reports: order entry. An operator
+# who halts, uncrosses or closes a market is answered by an ack; the reports go to
+# the accounts and to the ``orders`` channel.
+_ORDER_ENTRY = frozenset({*_REPORTED, cmd.CancelAll})
 _ORDERS = (p.Channel.ORDERS, "")
 _OPERATOR = Role.OPERATOR
 _replace = msgspec.structs.replace
@@ -313,7 +317,7 @@ class Router:
         requester: Session | None = None
         request_id: p.RequestId = None
         requester_account = ""
-        if origin is not None:
+        if origin is not None and type(command) in _ORDER_ENTRY:
             requester = origin[0]
             request_id = origin[1].id
             principal = requester.principal
@@ -529,10 +533,9 @@ class Router:
         state = self.register.find(ev.actor, command.order_id, command.client_order_id)
         if state is None and command.order_id:  # an operator's amend of another's order
             state = self.register.orders.get(command.order_id)
-        inst = self.core.instruments.get(state.instrument_id) if state is not None else None
-        if inst is None:
+        if state is None or (inst := self.core.instruments.get(state.instrument_id)) is None:
             return ""
-        return limit_text(ev.reason, inst.spec, command.qty, command.price)
+        return limit_text(ev.reason, inst.spec, command.qty, command.price, filled=state.cum_qty)
 
     def _answer(
         self, origin: Origin, command: cmd.Command, events: list[Event], cancelled: int

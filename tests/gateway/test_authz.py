@@ -259,3 +259,20 @@ async def test_listing_a_market_and_running_a_voucher_programme(gateway: Gateway
     ack = await ops.expect(p.Ack, id=rid)
     balance = await su2.expect(p.Balance, cash=ack.result["cash"])
     assert balance.account_id == "su2"
+
+
+async def test_an_operator_closing_a_market_gets_an_ack_not_the_accounts_reports(
+    gateway: Gateway,
+) -> None:
+    su1 = await gateway.connect("su1")
+    await su1.order("resting", H100, "BUY", 8, 1_000)
+    ops = await gateway.connect("ops")  # not on the orders channel
+    rid = await ops.send("set_instrument_status", instrument_id=H100, status="CLOSED")
+    await ops.expect(p.Ack, id=rid)
+    gone = await su1.expect(
+        p.ExecutionReport, client_order_id="resting", exec_type=p.ExecType.CANCELLED
+    )
+    assert gone.id is None
+    rid = await ops.send("ping")  # anything sent to ops before this has arrived
+    await ops.expect(p.Pong, id=rid)
+    assert not [m for m in ops.seen if isinstance(m, p.ExecutionReport)]

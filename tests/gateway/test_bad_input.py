@@ -99,6 +99,18 @@ async def test_every_kind_of_bad_input_gets_a_code_and_changes_nothing(gateway: 
         assert rejected.exec_type is p.ExecType.REJECTED and rejected.reason == reason
         assert rejected.text == text
     rid = await su1.send(
+        "new_order",
+        client_order_id="market",
+        instrument_id=H100,
+        side="BUY",
+        qty=8,
+        price=1500,
+        order_type="MARKET",
+        tif="IOC",
+    )
+    rejected = await su1.expect(p.ExecutionReport, id=rid)
+    assert (rejected.reason, rejected.text) == ("INVALID_PRICE", "a MARKET order takes no price")
+    rid = await su1.send(
         "new_order", client_order_id="nope", instrument_id="NO-SUCH", side="BUY", qty=8, price=1000
     )
     rejected = await su1.expect(p.ExecutionReport, id=rid)
@@ -106,6 +118,24 @@ async def test_every_kind_of_bad_input_gets_a_code_and_changes_nothing(gateway: 
     assert core.accounts["su1"].cash_reserved == 0 and not core.orders
     rid = await su1.send("ping")
     await su1.expect(p.Pong, id=rid)  # still connected after all that
+
+
+async def test_an_amend_to_no_more_than_was_filled_is_refused_with_the_fill_in_the_text(
+    gateway: Gateway,
+) -> None:
+    su1 = await gateway.connect("su1")
+    await su1.order("part", H100, "BUY", 24, 1_000)
+    dc1 = await gateway.connect("dc1")
+    await dc1.order("hit", H100, "SELL", 16, 1_000)
+    await su1.expect(p.ExecutionReport, client_order_id="part", cum_qty=16)
+    for qty in (16, 8):
+        rid = await su1.send("amend_order", client_order_id="part", qty=qty)
+        refused = await su1.expect(p.CancelReject, id=rid)
+        assert refused.reason == "INVALID_QUANTITY"
+        assert refused.text == f"quantity {qty} is not above the 16 GPU-hours already filled"
+    rid = await su1.send("amend_order", client_order_id="part", qty=10**9)
+    refused = await su1.expect(p.CancelReject, id=rid)
+    assert refused.text == "quantity 1000000000 is outside 1 to 10000000 GPU-hours"
 
 
 async def test_repeated_abuse_closes_the_connection(start_gateway: GatewayFactory) -> None:
