@@ -85,6 +85,7 @@ class Dispatcher:
                 p.ProtocolError(
                     p.ErrorCode.FRAME_TOO_LARGE,
                     f"frame of {size} bytes; the limit is {limits.max_frame_bytes}",
+                    p.read_id(data),
                 ),
             )
             return

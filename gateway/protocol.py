@@ -235,13 +235,15 @@ class CancelAll(_Request, frozen=True, kw_only=True, tag="cancel_all"):
 
 
 class MassStatus(_Request, frozen=True, kw_only=True, tag="mass_status"):
-    """Report every open order of the account (FIX OrderMassStatusRequest)."""
+    """Report every open order of the account, or an operator's of every account
+    (FIX OrderMassStatusRequest)."""
 
     instrument_id: str = ""
 
 
 class OrderStatus(_Request, frozen=True, kw_only=True, tag="order_status"):
-    """Report one order, open or finished, by ``order_id`` or ``client_order_id``."""
+    """Report one order, open or finished, by ``order_id`` or ``client_order_id``
+    (an operator: any account's, by ``order_id``)."""
 
     order_id: Int = 0
     client_order_id: str = ""
@@ -783,13 +785,14 @@ def refusal(data: bytes | str) -> ProtocolError:
     try:
         REQUEST_DECODER.decode(data)
     except msgspec.ValidationError as exc:
-        return ProtocolError(*_classify(str(exc)), id=_read_id(data))
+        return ProtocolError(*_classify(str(exc)), id=read_id(data))
     except msgspec.DecodeError as exc:
-        return ProtocolError(ErrorCode.BAD_JSON, f"not valid JSON: {exc}", _read_id(data))
+        return ProtocolError(ErrorCode.BAD_JSON, f"not valid JSON: {exc}", read_id(data))
     raise ValueError("the frame decodes: it is not to be refused")
 
 
-def _read_id(data: bytes | str) -> RequestId:
+def read_id(data: bytes | str) -> RequestId:
+    """The ``id`` of a frame that is refused, so its error can echo it (None if unreadable)."""
     try:
         return _id_decoder.decode(data).id
     except msgspec.DecodeError:
@@ -804,6 +807,8 @@ def _classify(text: str) -> tuple[ErrorCode, str]:
     if "missing required field" in text:
         return ErrorCode.MISSING_FIELD, text
     if "unknown field" in text:
+        if " - at `" not in text:  # msgspec names the path only below the top level
+            text += " - at `$`"
         return ErrorCode.UNKNOWN_FIELD, text
     return ErrorCode.INVALID_FIELD, text
 

@@ -63,11 +63,16 @@ async def test_every_kind_of_bad_input_gets_a_code_and_changes_nothing(gateway: 
         request_id = msgspec.json.decode(frame).get("id") if frame.startswith('{"') else None
         if isinstance(request_id, int) and code is not p.ErrorCode.INVALID_FIELD:
             assert error.id == request_id, frame
+        if code is p.ErrorCode.UNKNOWN_FIELD:  # the text names the field and where it is
+            assert error.text.endswith("unknown field `leverage` - at `$`"), error.text
     await su1.ws.send_bytes(b'{"type": "ping"}')
     error = await su1.expect(p.Error)
     assert error.code is p.ErrorCode.BINARY_FRAME
     await su1.ws.send_str('{"type": "ping", "id": "' + "x" * 70_000 + '"}')
     error = await su1.expect(p.Error)
+    assert error.code is p.ErrorCode.FRAME_TOO_LARGE
+    await su1.ws.send_str('{"type": "ping", "id": 99, "pad": "' + "x" * 70_000 + '"}')
+    error = await su1.expect(p.Error, id=99)  # too large to act on, not to answer
     assert error.code is p.ErrorCode.FRAME_TOO_LARGE
     # The limit is in bytes: 30,000 three-byte characters are 90,000 bytes.
     await su1.ws.send_str('{"type": "ping", "id": "' + "算" * 30_000 + '"}')
