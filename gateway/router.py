@@ -296,8 +296,8 @@ class Router:
     ) -> None:
         """Turn one applied command's events into messages (the service's origin listener)."""
         if origin is not None and len(events) > _MANY_EVENTS:
-            # A cancel_all, a sweep of the book, an instrument closed: the reports to
-            # the requester are the reply it asked for, and however many, they do not
+            # A cancel_all, an order that sweeps the book: the reports to the
+            # requester are the reply it asked for, and however many, they do not
             # make a reading client a slow consumer (``Session.reply``).
             with origin[0].reply():
                 self._messages(command, events, origin)
