@@ -795,7 +795,7 @@ def read_id(data: bytes | str) -> RequestId:
     """The ``id`` of a frame that is refused, so its error can echo it (None if unreadable)."""
     try:
         return _id_decoder.decode(data).id
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # skipping deep nesting recurses
         return None
 
 

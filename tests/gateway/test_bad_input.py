@@ -49,6 +49,12 @@ BAD_FRAMES: list[tuple[str, p.ErrorCode]] = [
     ('{"type": "unsubscribe", "id": 11, "channel": "orders"}', p.ErrorCode.NOT_SUBSCRIBED),
     ('{"type": "mass_status", "id": 12, "instrument_id": "NONE"}', p.ErrorCode.UNKNOWN_INSTRUMENT),
     ('{"type": "subscribe", "id": 9, "channel": "book"}', p.ErrorCode.INSTRUMENT_REQUIRED),
+    # Nested deeper than the decoder recurses: refused, not a fault of the gateway.
+    ('{"type": "ping", "x": ' + "[" * 1000 + "]" * 1000 + "}", p.ErrorCode.UNKNOWN_FIELD),
+    (
+        '{"type": "admit_account", "projects": ' + "[" * 1000 + "]" * 1000 + "}",
+        p.ErrorCode.INVALID_FIELD,
+    ),
 ]
 
 
@@ -60,10 +66,11 @@ async def test_every_kind_of_bad_input_gets_a_code_and_changes_nothing(gateway: 
         await su1.ws.send_str(frame)
         error = await su1.expect(p.Error)
         assert error.code is code, (frame, error)
-        request_id = msgspec.json.decode(frame).get("id") if frame.startswith('{"') else None
+        readable = frame.startswith('{"') and "[[[" not in frame  # not too deep to decode here
+        request_id = msgspec.json.decode(frame).get("id") if readable else None
         if isinstance(request_id, int) and code is not p.ErrorCode.INVALID_FIELD:
             assert error.id == request_id, frame
-        if code is p.ErrorCode.UNKNOWN_FIELD:  # the text names the field and where it is
+        if frame.startswith('{"type": "new_order"') and code is p.ErrorCode.UNKNOWN_FIELD:
             assert error.text.endswith("unknown field `leverage` - at `$`"), error.text
     await su1.ws.send_bytes(b'{"type": "ping"}')
     error = await su1.expect(p.Error)
