@@ -183,10 +183,12 @@ class KeyStore:
 
 
 _REDACTED: Final = "[REDACTED]"
-# Text may show a header as a repr ("b'X-API-Key:\\x01...'") or as JSON, where a
-# control character becomes an escape that ends in a letter or digit: a key or a
-# value may begin right after one.
-_AFTER_ESCAPE = r"(?<=\\[a-z])|(?<=\\x[0-9a-fA-F]{2})|(?<=\\u[0-9a-fA-F]{4})"
+# Text may show a header as a repr ("b'X-API-Key:\\x01...'"), as JSON, or a URL
+# percent-encoded ("?token=%22sk_..."), where a character becomes an escape that
+# ends in a letter or digit: a key or a value may begin right after one.
+_AFTER_ESCAPE = (
+    r"(?<=\\[a-z])|(?<=\\x[0-9a-fA-F]{2})|(?<=\\u[0-9a-fA-F]{4})|(?<=%[0-9a-fA-F]{2})"
+)
 # sk_<key id>_<secret>: the key id stays (it is logged on purpose), the secret goes.
 _KEY = re.compile(
     rf"(?:(?<![A-Za-z0-9])|{_AFTER_ESCAPE}){KEY_PREFIX}_([^_\s\"'\\,;&<>]+)_[^\s\"'\\,;&<>]+"
