@@ -428,6 +428,10 @@ def read_commands(directory: Path, after_seq: int = 0) -> Iterator[tuple[int, Co
 
 # --- writing -------------------------------------------------------------------
 
+# The exchange's files hold every account's orders and cash: its owner's alone.
+PRIVATE_FILE = 0o600
+PRIVATE_DIR = 0o700
+
 
 def sync_directory(directory: Path) -> None:
     """Make a directory's entries (a new or renamed file) durable."""
@@ -439,7 +443,7 @@ def sync_directory(directory: Path) -> None:
 
 
 def _write_file(path: Path, data: bytes | bytearray) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
     try:
         _write_all(fd, memoryview(data), 0)
         os.fsync(fd)
@@ -450,7 +454,7 @@ def _write_file(path: Path, data: bytes | bytearray) -> None:
 def append_file(path: Path, data: bytes) -> None:
     """Append ``data`` to a file, creating it if need be, and make it durable."""
     new = not path.exists()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE)
     try:
         _write_all(fd, memoryview(data), os.fstat(fd).st_size)
         os.fsync(fd)
@@ -512,7 +516,7 @@ class Journal:
         cls, directory: Path, *, segment_bytes: int = DEFAULT_SEGMENT_BYTES, fsync: bool = True
     ) -> Journal:
         """Check the newest segment, drop a torn tail, and open the journal for appending."""
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
         reader = JournalReader(directory)
         for _ in reader.batches(_last_known_seq(reader), repair=True):
             pass
@@ -564,7 +568,7 @@ class Journal:
             os.close(self._fd)
             self._fd = -1
         path = self.directory / segment_name(first_seq)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
         self._fd = fd
         self._path = path
         self._size = 0

@@ -43,7 +43,7 @@ import msgspec
 from exchange.book import Level, Order, OrderBook, OrderState
 from exchange.core import ExchangeCore
 from exchange.events import Trade
-from exchange.journal import sync_directory
+from exchange.journal import PRIVATE_DIR, PRIVATE_FILE, sync_directory
 from exchange.records import Account, Instrument
 from exchange.reference import AccountState, InstrumentState, Side
 from exchange.tables import IdTable
@@ -308,10 +308,10 @@ def _partial_name(path: Path) -> str:
 
 def write_snapshot(directory: Path, seq: int, data: bytes) -> Path:
     """Write captured bytes as ``snapshot-<seq>.snap``: whole or not at all."""
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
     path = directory / snapshot_name(seq)
     tmp = directory / _partial_name(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
     try:
         view = memoryview(data)
         while view:

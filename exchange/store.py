@@ -76,6 +76,8 @@ from exchange.events import Event
 from exchange.journal import (
     DEFAULT_SEGMENT_BYTES,
     FILE_HEADER_SIZE,
+    PRIVATE_DIR,
+    PRIVATE_FILE,
     Batch,
     Journal,
     JournalReader,
@@ -631,7 +633,7 @@ def retire_segments(data_dir: Path, behind: int, retention: Retention) -> list[R
     if not retiring:
         return done
     if retention == "archive":
-        archive.mkdir(exist_ok=True)
+        archive.mkdir(mode=PRIVATE_DIR, exist_ok=True)
         for segment, _ in retiring:
             if (archive / segment.path.name).exists():
                 raise OSError(
@@ -746,7 +748,7 @@ def _lock(data_dir: Path) -> _DirectoryLock:
     with _locked_guard:
         if key in _locked:
             raise StoreError(f"{data_dir} is in use: this process has a store open on it")
-        fd = os.open(data_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(data_dir / "LOCK", os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -847,9 +849,9 @@ def open_store(
     """
     capture_mode = _check_options(snapshot_every, keep_snapshots, snapshot_capture, retention)
     started = time.perf_counter()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
     journal_dir = data_dir / JOURNAL_DIR
-    journal_dir.mkdir(exist_ok=True)
+    journal_dir.mkdir(mode=PRIVATE_DIR, exist_ok=True)
     lock = _lock(data_dir)
     try:
         for partial in remove_partial_snapshots(data_dir / SNAPSHOT_DIR):

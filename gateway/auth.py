@@ -39,6 +39,7 @@ from typing import Final
 import msgspec
 import structlog
 
+from exchange.journal import PRIVATE_FILE
 from exchange.reference import Role
 from gateway import protocol as p
 
@@ -177,8 +178,11 @@ class KeyStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         records = sorted(self.issued.values(), key=lambda r: r.key_id)
-        tmp.write_bytes(msgspec.json.format(msgspec.json.encode(records), indent=2))
-        os.chmod(tmp, 0o600)
+        # Owner-only from its creation (hashes, but of every key), not chmod-ed after.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+        with os.fdopen(fd, "wb") as out:
+            out.write(msgspec.json.format(msgspec.json.encode(records), indent=2))
+        os.chmod(tmp, PRIVATE_FILE)  # a tmp left by an older version keeps its old mode
         tmp.replace(self.path)
 
 
@@ -186,9 +190,7 @@ _REDACTED: Final = "[REDACTED]"
 # Text may show a header as a repr ("b'X-API-Key:\\x01...'"), as JSON, or a URL
 # percent-encoded ("?token=%22sk_..."), where a character becomes an escape that
 # ends in a letter or digit: a key or a value may begin right after one.
-_AFTER_ESCAPE = (
-    r"(?<=\\[a-z])|(?<=\\x[0-9a-fA-F]{2})|(?<=\\u[0-9a-fA-F]{4})|(?<=%[0-9a-fA-F]{2})"
-)
+_AFTER_ESCAPE = r"(?<=\\[a-z])|(?<=\\x[0-9a-fA-F]{2})|(?<=\\u[0-9a-fA-F]{4})|(?<=%[0-9a-fA-F]{2})"
 # sk_<key id>_<secret>: the key id stays (it is logged on purpose), the secret goes.
 _KEY = re.compile(
     rf"(?:(?<![A-Za-z0-9])|{_AFTER_ESCAPE}){KEY_PREFIX}_([^_\s\"'\\,;&<>]+)_[^\s\"'\\,;&<>]+"

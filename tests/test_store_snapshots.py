@@ -13,6 +13,7 @@ import contextlib
 import errno
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -346,3 +347,22 @@ def test_a_writer_dies_with_its_exchange(tmp_path: Path) -> None:
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(writer, signal.SIGKILL)
+
+
+def test_every_file_and_directory_of_the_store_is_its_owners_alone(
+    tmp_path: Path, commands: list[Command]
+) -> None:
+    data = tmp_path / "data"
+    umask = os.umask(0o022)  # the common default, which leaves new files world-readable
+    try:
+        store = open_store(data, snapshot_every=EVERY, snapshot_capture="loop")
+        drive(store, commands)
+        store.close()
+    finally:
+        os.umask(umask)
+    paths = [data, *data.rglob("*")]
+    files = [p for p in paths if p.is_file()]
+    assert any(p.suffix == ".snap" or "snap" in p.parent.name for p in files), files
+    assert any("journal" in p.parent.name for p in files), files
+    modes = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode) for p in paths}
+    assert modes == {str(p.relative_to(tmp_path)): 0o600 if p.is_file() else 0o700 for p in paths}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import stat
 import zlib
 from pathlib import Path
 
@@ -141,6 +142,7 @@ def test_keys_are_stored_hashed_and_survive_a_restart(tmp_path: Path) -> None:
     key = store.issue("su1", now=1)
     assert store.verify(key) == ("su1", key.split("_")[1])
     assert key.split("_")[2] not in path.read_text()  # the secret is never stored
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # hashes, but only the owner's
     again = KeyStore(path)
     assert again.verify(key) is not None
     assert again.verify(key[:-1] + ("A" if key[-1] != "A" else "B")) is None
