@@ -156,7 +156,9 @@ async def _exchange_ctx(app: web.Application) -> AsyncIterator[None]:
         router = Router(service, marketdata, OrderRegister.from_core(core), metrics)
         app[SERVICE] = service
         app[ROUTER] = router
-        app[DISPATCHER] = Dispatcher(router, keys, metrics)
+        app[DISPATCHER] = Dispatcher(
+            router, keys, metrics, max_per_account=config.max_connections_per_account
+        )
         metrics.gauge(
             "suanli_connections", "Open WebSocket connections", lambda: len(router.sessions)
         )
@@ -315,8 +317,16 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     dispatcher = app[DISPATCHER]
     metrics = app[METRICS]
     principal = principal_of(request)
-    if len(router.sessions) >= config.max_connections:
+    room = config.max_connections
+    if principal is None:
+        room = int(room * config.anonymous_share)
+    if len(router.sessions) >= room:
         raise web.HTTPServiceUnavailable(text="too many connections")
+    if principal is not None and (crowded := dispatcher.crowded(principal)):
+        raise web.HTTPTooManyRequests(
+            text=msgspec.json.encode({"error": "TOO_MANY_CONNECTIONS", "text": crowded}).decode(),
+            content_type="application/json",
+        )
     ws = WebSocket(  # no heartbeat=: the pings come from _heartbeats
         max_msg_size=max(limits.max_frame_bytes * 16, 1 << 20),
         compress=False,

@@ -56,6 +56,10 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     checksum_depth: int = 10
     shutdown_timeout: float = 5.0
     max_connections: int = 10_000
+    # Room kept for accounts: an upgrade without a key is refused once this share of
+    # max_connections is open, so anonymous watchers cannot lock traders out.
+    anonymous_share: float = 0.9
+    max_connections_per_account: int = 64  # one account cannot take the room of all
     session: SessionLimits = SessionLimits()
 
     def with_env(self, env: Mapping[str, str]) -> GatewayConfig:

@@ -58,8 +58,10 @@ class Dispatcher:
         keys: KeyStore,
         metrics: Metrics,
         clock: Callable[[], int] = time.time_ns,
+        max_per_account: int = 64,
     ) -> None:
         self.router = router
+        self.max_per_account = max_per_account
         self.core: ExchangeCore = router.core
         self.keys = keys
         self.metrics = metrics
@@ -298,6 +300,12 @@ class Dispatcher:
                 session, p.ProtocolError(p.ErrorCode.AUTH_FAILED, "invalid API key", request.id)
             )
             return
+        crowded = self.crowded(principal)
+        if crowded:
+            session.send_message(
+                p.Error(id=request.id, code=p.ErrorCode.TOO_MANY_CONNECTIONS, text=crowded)
+            )
+            return
         self.login(session, principal)
         session.send_message(
             p.Authenticated(id=request.id, account_id=principal.account_id, role=principal.role)
@@ -313,6 +321,16 @@ class Dispatcher:
         if account is None:
             return None
         return Principal(account_id, account.role, key_id)
+
+    def crowded(self, principal: Principal) -> str:
+        """Why ``principal``'s account may not log in one more connection ("" if it may)."""
+        open_now = len(self.router.by_account.get(principal.account_id, ()))
+        if open_now < self.max_per_account:
+            return ""
+        return (
+            f"account {principal.account_id} has {open_now} connections open;"
+            f" the limit is {self.max_per_account}"
+        )
 
     def login(self, session: Session, principal: Principal) -> None:
         session.authenticate(principal)

@@ -98,6 +98,7 @@ class ErrorCode(enum.StrEnum):
     # A restarted gateway knows the orders open at the restart, not those finished before.
     ORDER_FINISHED_BEFORE_RESTART = "ORDER_FINISHED_BEFORE_RESTART"  # no report of it is kept
     UNAVAILABLE = "UNAVAILABLE"  # the exchange is stopping or its journal failed
+    TOO_MANY_CONNECTIONS = "TOO_MANY_CONNECTIONS"  # the account has its limit open already
     INTERNAL_ERROR = "INTERNAL_ERROR"  # a fault in the gateway; nothing was changed
 
 

@@ -108,12 +108,16 @@ def seed_market(now: int) -> list[c.Command]:
     return out
 
 
-def make_config(data_dir: str = "", **session: Any) -> GatewayConfig:
+def make_config(data_dir: str = "", **options: Any) -> GatewayConfig:
+    """The tests' configuration: ``options`` are GatewayConfig fields, or else
+    session limits."""
+    gateway = {k: options.pop(k) for k in list(options) if k in GatewayConfig.__struct_fields__}
     return GatewayConfig(
         port=0,
         data_dir=data_dir,
         api_keys=[BootstrapKey(account_id=a, key=key(a)) for a in ACCOUNTS],
-        session=SessionLimits(**session),
+        session=SessionLimits(**options),
+        **gateway,
     )
 
 
@@ -256,7 +260,7 @@ GatewayFactory = Callable[..., Awaitable[Gateway]]
 
 @pytest.fixture
 async def start_gateway() -> AsyncIterator[GatewayFactory]:
-    """Start gateways with chosen session limits; all are stopped at the end."""
+    """Start gateways with chosen options (``make_config``); all are stopped at the end."""
     running: list[tuple[TestServer, aiohttp.ClientSession]] = []
 
     async def start(data_dir: str = "", **session: Any) -> Gateway:

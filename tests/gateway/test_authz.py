@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 
 from gateway import protocol as p
-from tests.gateway.conftest import H100, Gateway, key
+from gateway.app import ROUTER
+from tests.gateway.conftest import H100, Gateway, GatewayFactory, key
 
 
 async def test_anonymous_reads_public_data_only(gateway: Gateway) -> None:
@@ -276,3 +279,50 @@ async def test_an_operator_closing_a_market_gets_an_ack_not_the_accounts_reports
     rid = await ops.send("ping")  # anything sent to ops before this has arrived
     await ops.expect(p.Pong, id=rid)
     assert not [m for m in ops.seen if isinstance(m, p.ExecutionReport)]
+
+
+async def test_an_account_has_so_many_connections_and_anonymous_ones_leave_room(
+    start_gateway: GatewayFactory,
+) -> None:
+    gateway = await start_gateway(
+        max_connections=8, anonymous_share=0.5, max_connections_per_account=2
+    )
+    router = gateway.app[ROUTER]
+    first = await gateway.connect("su1")
+    await gateway.connect("su1", header=True)
+
+    async def upgrade(account: str | None) -> tuple[int, str]:
+        headers = {
+            "Connection": "Upgrade",
+            "Upgrade": "websocket",
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        }
+        if account:
+            headers["Authorization"] = f"Bearer {key(account)}"
+        async with gateway.http.get(gateway.url("/ws"), headers=headers) as resp:
+            return resp.status, await resp.text()
+
+    status, body = await upgrade("su1")  # a third, in the handshake
+    assert status == 429 and '"error":"TOO_MANY_CONNECTIONS"' in body
+    assert "the limit is 2" in body
+    late = await gateway.connect()  # a third, by message: refused, still anonymous
+    rid = await late.send("auth", key=key("su1"))
+    refused = await late.expect(p.Error, id=rid)
+    assert refused.code is p.ErrorCode.TOO_MANY_CONNECTIONS
+    assert len(router.by_account["su1"]) == 2
+    await gateway.connect("su2")  # another account is not held back
+    await first.ws.close()
+    async with asyncio.timeout(5):
+        while len(router.by_account["su1"]) > 1:
+            await asyncio.sleep(0.01)
+    rid = await late.send("auth", key=key("su1"))  # room again
+    await late.expect(p.Authenticated, id=rid)
+
+    # Anonymous upgrades stop at half of eight open; accounts' do not.
+    assert len(router.sessions) == 3
+    await gateway.connect()
+    assert (await upgrade(None))[0] == 503
+    await gateway.connect("su2", header=True)
+    await gateway.connect("dc1", header=True)
+    assert len(router.sessions) == 6
