@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from aiohttp import web
 from structlog.stdlib import ProcessorFormatter
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from exchange.store import StoreError
 from gateway import demo
 from gateway.app import Seed, create_app
 from gateway.auth import redact
@@ -167,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(config, seed=seed)
     url = f"http://{config.host}:{config.port}"
 
-    async def announce(_: web.Application) -> None:
+    def announce(_: str) -> None:
+        """Once the exchange is open and the port bound (run_app's own message)."""
         lines = [
             f"Suanli gateway on {url}  (WebSocket {url.replace('http', 'ws')}/ws)",
             f"state: {'data dir ' + config.data_dir if config.data_dir else 'in memory only'}"
@@ -178,16 +181,25 @@ def main(argv: list[str] | None = None) -> int:
             lines.extend(f"  {a:18} {demo.demo_key(a)}" for a in demo.demo_accounts())
         print("\n".join(lines), flush=True)
 
-    app.on_startup.append(announce)
-    web.run_app(
-        app,
-        host=config.host,
-        port=config.port,
-        shutdown_timeout=config.shutdown_timeout,
-        access_log=None,
-        print=None,
-        handle_signals=True,
-    )
+    try:
+        web.run_app(
+            app,
+            host=config.host,
+            port=config.port,
+            shutdown_timeout=config.shutdown_timeout,
+            access_log=None,
+            print=announce,
+            handle_signals=True,
+        )
+    except StoreError as exc:  # the store is in use, say: no fault, no traceback
+        structlog.get_logger("gateway").error("cannot_start", reason=str(exc))
+        return 1
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+            raise
+        reason = f"{exc} (choose another port with --port or SUANLI_PORT)"
+        structlog.get_logger("gateway").error("cannot_start", reason=reason)
+        return 1
     return 0
 
 
