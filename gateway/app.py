@@ -328,7 +328,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             content_type="application/json",
         )
     ws = WebSocket(  # no heartbeat=: the pings come from _heartbeats
-        max_msg_size=max(limits.max_frame_bytes * 16, 1 << 20),
+        # The transport buffers a frame whole before anyone sees it: bound what a
+        # connection that never finishes one can hold (FRAME_TOO_LARGE below this).
+        max_msg_size=max(limits.max_frame_bytes * 4, 256 * 1024),
         compress=False,
         autoping=True,
     )
