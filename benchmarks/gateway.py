@@ -162,6 +162,8 @@ def _serve_gateway(port_out: Connection) -> None:
             rate_limit=1e9, rate_burst=10**9, idle_timeout=3_600, heartbeat_interval=60
         ),
         max_connections=100_000,
+        # Checked on every order all the same; the stream's accounts rest more than this.
+        max_open_orders_per_account=10**9,
     )
     _run(create_app(config, seed=bench_market), port_out)
 

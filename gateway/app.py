@@ -157,7 +157,11 @@ async def _exchange_ctx(app: web.Application) -> AsyncIterator[None]:
         app[SERVICE] = service
         app[ROUTER] = router
         app[DISPATCHER] = Dispatcher(
-            router, keys, metrics, max_per_account=config.max_connections_per_account
+            router,
+            keys,
+            metrics,
+            max_per_account=config.max_connections_per_account,
+            max_open_orders=config.max_open_orders_per_account,
         )
         metrics.gauge(
             "suanli_connections", "Open WebSocket connections", lambda: len(router.sessions)

@@ -60,6 +60,7 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     # max_connections is open, so anonymous watchers cannot lock traders out.
     anonymous_share: float = 0.9
     max_connections_per_account: int = 64  # one account cannot take the room of all
+    max_open_orders_per_account: int = 10_000  # a new order beyond: TOO_MANY_OPEN_ORDERS
     session: SessionLimits = SessionLimits()
 
     def with_env(self, env: Mapping[str, str]) -> GatewayConfig:

@@ -59,9 +59,12 @@ class Dispatcher:
         metrics: Metrics,
         clock: Callable[[], int] = time.time_ns,
         max_per_account: int = 64,
+        max_open_orders: int = 10_000,
     ) -> None:
         self.router = router
         self.max_per_account = max_per_account
+        self.max_open_orders = max_open_orders
+        self.open_by_account = router.register.open_by_account
         self.core: ExchangeCore = router.core
         self.keys = keys
         self.metrics = metrics
@@ -119,9 +122,22 @@ class Dispatcher:
         # ``isinstance``, which a Struct class answers through ``__instancecheck__``.
         if type(request) is _NewOrderRequest:
             assert principal is not None
-            self.router.submit(session, request, new_order(principal.account_id, request))
+            account = principal.account_id
+            resting = self.open_by_account.get(account)
+            if resting is not None and len(resting) >= self.max_open_orders:
+                self._too_many_orders(session, request, len(resting))
+                return
+            self.router.submit(session, request, new_order(account, request))
             return
         self.handle(session, request)
+
+    def _too_many_orders(self, session: Session, request: p.NewOrder, open_now: int) -> None:
+        """Refuse a new order of an account at its open-order limit: not abuse (no
+        strike), a limit any busy account may meet; cancels make room again."""
+        code = p.ErrorCode.TOO_MANY_OPEN_ORDERS
+        self.metrics.protocol_errors[code] += 1
+        text = f"{open_now} orders open; the limit is {self.max_open_orders} an account"
+        session.send_message(p.Error(id=request.id, code=code, text=text))
 
     def refuse(self, session: Session, error: p.ProtocolError) -> None:
         """Answer a bad frame; close the connection if it keeps sending them."""

@@ -99,6 +99,7 @@ class ErrorCode(enum.StrEnum):
     ORDER_FINISHED_BEFORE_RESTART = "ORDER_FINISHED_BEFORE_RESTART"  # no report of it is kept
     UNAVAILABLE = "UNAVAILABLE"  # the exchange is stopping or its journal failed
     TOO_MANY_CONNECTIONS = "TOO_MANY_CONNECTIONS"  # the account has its limit open already
+    TOO_MANY_OPEN_ORDERS = "TOO_MANY_OPEN_ORDERS"  # the account has its limit resting already
     INTERNAL_ERROR = "INTERNAL_ERROR"  # a fault in the gateway; nothing was changed
 
 

@@ -240,3 +240,27 @@ async def test_a_frame_above_the_hard_limit_closes_with_1009_and_a_reason(
             break
         await asyncio.sleep(0.01)
     assert metrics.disconnects == {"1009": 1}
+
+
+async def test_an_account_at_its_open_order_limit_is_refused_until_it_cancels(
+    start_gateway: GatewayFactory,
+) -> None:
+    gateway = await start_gateway(max_open_orders_per_account=3, abuse_limit=5)
+    su1 = await gateway.connect("su1")
+    for i in range(3):
+        await su1.order(f"rest{i}", H100, "BUY", 8, 1_000 + 10 * i)
+    other = await gateway.connect("su1")  # the limit is the account's, not a connection's
+    for _ in range(6):  # a limit any busy account may meet: not abuse, however often
+        rid = await other.send(
+            "new_order", client_order_id="more", instrument_id=H100, side="BUY", qty=8, price=900
+        )
+        refused = await other.expect(p.Error, id=rid)
+        assert refused.code is p.ErrorCode.TOO_MANY_OPEN_ORDERS
+        assert refused.text == "3 orders open; the limit is 3 an account"
+    assert len(gateway.app[SERVICE].core.orders) == 3  # nothing reached the exchange
+    rid = await su1.send("cancel_order", client_order_id="rest0")
+    await su1.expect(p.ExecutionReport, id=rid, exec_type=p.ExecType.CANCELLED)
+    report = await other.order("more", H100, "BUY", 8, 900)
+    assert report.exec_type is p.ExecType.NEW
+    rid = await su1.send("ping")
+    await su1.expect(p.Pong, id=rid)
