@@ -9,7 +9,7 @@ retention deleted segments, both commands say so and which commands are gone.
 ``suanli journal export PATH --out FILE.csv`` writes every compute contract
 (each trade is one) in journal order, for audit. Both only read: a torn tail is
 reported, not cut off. Exit status: 0 when sound, 1 on damage or a broken
-invariant, 2 on a usage error.
+invariant, 2 on a usage error (a PATH that holds no journal is one).
 """
 
 from __future__ import annotations
@@ -180,13 +180,24 @@ def _progress(total: int) -> Iterator[Callable[[int], None]]:
 
 def _replay_of(path: Path, check_every: int, *, snapshots: bool) -> _Replay:
     """A replay of the journal at PATH: a data dir (its archive included, and its
-    snapshots to compare if ``snapshots``), a journal dir, or a segment file."""
+    snapshots to compare if ``snapshots``), a journal dir, or a segment file.
+
+    A directory that is neither is a usage error: replaying it would find no
+    command and call the journal sound.
+    """
     if path.is_file():
         return _Replay(JournalReader.for_file(path), {}, check_every)
     if (path / "journal").is_dir():
         found = dict(list_snapshots(path / "snapshots")) if snapshots else {}
         return _Replay(history_reader(path), found, check_every, data_dir=path)
-    return _Replay(JournalReader(path), {}, check_every)
+    reader = JournalReader(path)
+    if not reader.segments:
+        raise click.BadParameter(
+            f"{str(path)!r} holds no journal: it is not a data directory (with journal/) "
+            "and has no segment files (<20 digits>.wal)",
+            param_hint="'PATH'",
+        )
+    return _Replay(reader, {}, check_every)
 
 
 def _fail(message: str, as_json: bool) -> None:
@@ -216,7 +227,8 @@ def verify(path: Path, as_json: bool, check_every: int) -> None:
     ones, and its snapshots are compared with the replay as it passes them), a
     journal directory, or one segment file starting at command 1. Prints
     commands, trades and digests of the final balances and state. Exits 1 if a
-    record is damaged or missing, an invariant breaks or a snapshot differs.
+    record is damaged or missing, an invariant breaks or a snapshot differs;
+    exits 2 (a usage error) if PATH holds no journal.
 
     \b
     Examples:
@@ -427,7 +439,8 @@ def export(path: Path, out: Path, claims: Path | None, as_json: bool) -> None:
     instrument, price (fen per GPU-hour), GPU-hours, value, the cash and voucher
     parts, the voucher's programme and issuer, the claim, buyer and seller.
     Rows come in journal order, from command 1: for a data directory the
-    segments the store archived are read first.
+    segments the store archived are read first. PATH is read as by verify; if it
+    holds no journal, exits 2 (a usage error) and writes nothing.
 
     \b
     Examples:

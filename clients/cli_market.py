@@ -8,7 +8,8 @@ nanoseconds). Prices typed on the command line are in CNY per GPU-hour
 (``18.05``) and must be whole fen.
 
 Exit status: 0 done; 1 the exchange or gateway refused (the reason code is
-printed); 2 a usage error; 3 the gateway could not be reached or refused the key.
+printed); 2 a usage error; 3 the gateway could not be reached or refused the key
+(or went away while ``book`` was watching it).
 """
 
 from __future__ import annotations
@@ -35,11 +36,13 @@ from rich.text import Text
 
 from clients import cli_tables as tables
 from clients.localbook import LocalBook
-from clients.sdk import AuthFailed, Backoff, Client, Refused, SuanliError
+from clients.sdk import AuthFailed, Backoff, Client, ConnectionLost, Refused, SuanliError
 from exchange.reference import OrderType, SelfTradePrevention, Side, TimeInForce
 from gateway import protocol as p
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+KEY_OPTION = "--key"
+KEY_ENVVAR = "SUANLI_API_KEY"
 EXIT_REFUSED = 1
 EXIT_UNREACHABLE = 3
 TAPE = 12  # trades the live book view shows
@@ -60,8 +63,8 @@ def connection_options(func: F) -> F:
         "--json", "as_json", is_flag=True, help="Print one JSON document instead of a table."
     )(func)
     func = click.option(
-        "--key",
-        envvar="SUANLI_API_KEY",
+        KEY_OPTION,
+        envvar=KEY_ENVVAR,
         default="",
         show_envvar=True,
         help="API key of the account to act as.",
@@ -84,12 +87,19 @@ def run(coro: Coroutine[Any, Any, T], as_json: bool = False) -> T:
     try:
         return asyncio.run(coro)
     except Refused as exc:
-        _fail(EXIT_REFUSED, exc.code, exc.text, as_json)
+        _fail(EXIT_REFUSED, exc.code, _refusal_text(exc), as_json)
     except AuthFailed as exc:
         _fail(EXIT_UNREACHABLE, "AUTH_FAILED", str(exc), as_json)
     except (aiohttp.ClientError, OSError, SuanliError) as exc:
         _fail(EXIT_UNREACHABLE, "UNREACHABLE", f"{type(exc).__name__}: {exc}", as_json)
     raise AssertionError("unreachable")
+
+
+def _refusal_text(exc: Refused) -> str:
+    if exc.code == p.ErrorCode.NOT_AUTHENTICATED:
+        # Sent with no key at all (a wrong one fails at the handshake): say how to give one.
+        return f"this command needs an API key: pass {KEY_OPTION} or set {KEY_ENVVAR}"
+    return exc.text
 
 
 def _fail(code: int, reason: str, text: str, as_json: bool) -> None:
@@ -291,7 +301,11 @@ def demo(
 
 
 def _book_view(
-    book: LocalBook, ticker: p.Ticker | None, trades: deque[p.PublicTrade], depth: int
+    book: LocalBook,
+    ticker: p.Ticker | None,
+    trades: deque[p.PublicTrade],
+    depth: int,
+    connected: bool,
 ) -> Group:
     levels = Table(title=f"{book.instrument_id}   seq {book.seq}", title_justify="left")
     levels.add_column("bid qty", justify="right", style="green")
@@ -329,9 +343,20 @@ def _book_view(
             )
         )
     parts.append(tape)
-    status = "in sync" if book.synced else f"resynchronising ({book.last_problem})"
-    parts.append(Text(f"book {status}; checksum {book.checksum:08x}", style="dim"))
+    parts.append(_sync_line(book, connected))
     return Group(*parts)
+
+
+def _sync_line(book: LocalBook, connected: bool) -> Text:
+    # The book keeps its last state through an outage; it must not pass for current.
+    if not connected:
+        return Text(
+            f"disconnected, reconnecting… (book as of seq {book.seq}, "
+            f"checksum {book.checksum:08x})",
+            style="bold yellow",
+        )
+    status = "in sync" if book.synced else f"resynchronising ({book.last_problem})"
+    return Text(f"book {status}; checksum {book.checksum:08x}", style="dim")
 
 
 @click.command()
@@ -345,7 +370,10 @@ def book(instrument: str, depth: int, seconds: float, url: str, key: str, as_jso
     """Watch INSTRUMENT's order book, last trades and ticker live, redrawn in place.
 
     The local book checks every update's sequence number and checksum and
-    resynchronises by itself. With --json, print the verified book once and exit.
+    resynchronises by itself. If the connection drops, the view says
+    "disconnected, reconnecting…" until it is back; if --seconds runs out while
+    disconnected, the book shown is out of date and it exits 3 (unreachable).
+    With --json, print the verified book once and exit.
 
     \b
     Examples:
@@ -394,14 +422,19 @@ def book(instrument: str, depth: int, seconds: float, url: str, key: str, as_jso
             try:
                 with Live(console=_out, auto_refresh=False, transient=False) as screen:
                     while stop_at is None or loop.time() < stop_at:
+                        ticker = latest[0] if latest else None
                         screen.update(
-                            _book_view(local, latest[0] if latest else None, trades, depth),
+                            _book_view(local, ticker, trades, depth, client.connected),
                             refresh=True,
                         )
                         await asyncio.sleep(0.25)
             finally:
                 for task in followers:
                     task.cancel()
+            if not client.connected:
+                raise ConnectionLost(
+                    f"disconnected from the gateway; the book shown is as of seq {local.seq}"
+                )
 
     if as_json:
         run(with_client(url, key, once), as_json)

@@ -312,7 +312,8 @@ def simulate(
     and trades for --seconds. Then prints trades, volume and VWAP by
     instrument, voucher spend by issuer, start-ups' savings, the allocative
     efficiency and conservation checks, and writes them to --out. Exits 1 if a
-    check fails. Needs an operator key; against `make demo` none is needed.
+    check fails. Needs an operator's key (against `make demo` none is needed):
+    another account's key exits 1 with NOT_PERMITTED.
 
     \b
     Examples:

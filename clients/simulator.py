@@ -466,7 +466,10 @@ class Simulation:
         ops = await self._connect(self.operator_key, "simulator-operator")
         try:
             if ops.role is not Role.OPERATOR:
-                raise SuanliError("simulate needs an operator's API key")
+                # The code the gateway would give each operator request, refused up front.
+                raise Refused(
+                    p.ErrorCode.NOT_PERMITTED.value, "simulate needs an operator's API key"
+                )
             await self.setup(ops)
             watcher = asyncio.create_task(self._watch(ops))
             self.started = time.monotonic()
@@ -678,5 +681,8 @@ async def simulate(
     config: SimulationConfig,
     progress: Callable[[float, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Run one simulation against the gateway at ``url``; the report."""
+    """Run one simulation against the gateway at ``url``; the report.
+
+    Raises ``Refused`` with ``NOT_PERMITTED`` if ``operator_key`` is not an operator's.
+    """
     return await Simulation(url, operator_key, config, progress).run()

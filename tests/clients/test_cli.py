@@ -20,10 +20,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from clients import cli_market
 from clients.cli import main
 from gateway.app import ROUTER
 from gateway.marketdata import book_checksum
 from tests.clients.conftest import Served
+from tests.clients.proxy import Proxy
 from tests.gateway.conftest import H100, key
 
 SUANLI = Path(sys.executable).with_name("suanli")
@@ -202,6 +204,30 @@ async def test_errors_have_clear_messages_and_exit_codes(served: Served) -> None
     assert bad_price.code == 2 and "whole number of fen" in bad_price.stderr
 
 
+async def test_a_missing_key_says_how_to_give_one(served: Served) -> None:
+    over_http, over_ws = await asyncio.gather(
+        suanli(served, "balances"), suanli(served, "orders", "--json")
+    )
+    assert over_http.code == 1 and "NOT_AUTHENTICATED" in over_http.stderr
+    assert "--key" in over_http.stderr and "SUANLI_API_KEY" in over_http.stderr
+    assert over_ws.code == 1 and over_ws.json["error"] == "NOT_AUTHENTICATED"
+    assert "--key" in over_ws.json["text"] and "SUANLI_API_KEY" in over_ws.json["text"]
+
+
+async def test_simulate_with_a_start_up_key_is_not_permitted(
+    served: Served, tmp_path: Path
+) -> None:
+    report = tmp_path / "report.json"
+    refused = await suanli(served, "simulate", "--out", str(report), "--json", account="su1")
+    assert refused.code == 1
+    assert refused.json == {
+        "ok": False,
+        "error": "NOT_PERMITTED",
+        "text": "simulate needs an operator's API key",
+    }
+    assert not report.exists()
+
+
 async def test_tables_print_ids_and_prices_whole(
     served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -227,6 +253,34 @@ async def test_the_live_book_opens_with_the_last_trades(served: Served) -> None:
     tape = watched.stdout[watched.stdout.rindex("last trades") :]
     (row,) = [line for line in tape.splitlines() if " 10.10 " in line]
     assert " 8 " in row and "BUY" in row  # traded before the view opened
+
+
+async def test_the_live_book_says_when_it_is_disconnected(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy = Proxy("127.0.0.1", served.server.port or 0)
+    await proxy.start()
+    drawn = threading.Event()  # the first frame: the view is up, so the outage hits it
+    draw = cli_market._book_view
+
+    def drawing(*args: Any, **kwargs: Any) -> Any:
+        drawn.set()
+        return draw(*args, **kwargs)
+
+    monkeypatch.setattr(cli_market, "_book_view", drawing)
+    try:
+        watching = asyncio.create_task(
+            suanli(served, "book", H100, "--url", proxy.url, "--seconds", "2")
+        )
+        assert await asyncio.to_thread(drawn.wait, 30), "the view never opened"
+        await proxy.close()  # the gateway is gone: the view cannot reconnect
+        watched = await watching
+    finally:
+        await proxy.close()
+    assert watched.code == 3, watched.stdout + watched.stderr
+    last_view = watched.stdout[watched.stdout.rindex("last trades") :]
+    assert "disconnected, reconnecting" in last_view and "in sync" not in last_view
+    assert "UNREACHABLE" in watched.stderr and "disconnected" in watched.stderr
 
 
 async def test_an_expiry_from_now_makes_a_gtd_order(served: Served) -> None:

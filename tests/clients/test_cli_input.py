@@ -1,10 +1,14 @@
-"""What the command line accepts for prices and times."""
+"""What the command line accepts for prices, times and a journal's path."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 import pytest
+from click.testing import CliRunner
 
+from clients.cli import main
 from clients.cli_market import parse_price, parse_time
 
 NOW = 1_790_000_000 * 10**9
@@ -43,3 +47,27 @@ def test_prices(text: str, fen: int) -> None:
 def test_a_price_that_is_not_whole_fen_is_a_usage_error(text: str) -> None:
     with pytest.raises(click.BadParameter):
         parse_price(text)
+
+
+@pytest.mark.parametrize(
+    ("command", "options"),
+    [("verify", []), ("verify", ["--json"]), ("export", ["--out", "contracts.csv"])],
+)
+def test_a_directory_without_a_journal_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str, options: list[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("docs").mkdir()
+    Path("docs/notes.md").write_text("no journal here\n")
+    result = CliRunner().invoke(main, ["journal", command, "docs", *options])
+    assert result.exit_code == 2, result.output
+    assert "'docs' holds no journal" in result.output
+    assert "journal sound" not in result.output
+    assert not Path("contracts.csv").exists()
+
+
+def test_a_data_directory_with_an_empty_journal_is_sound(tmp_path: Path) -> None:
+    (tmp_path / "journal").mkdir()  # a store that has not journalled a command yet
+    result = CliRunner().invoke(main, ["journal", "verify", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "journal sound" in result.output

@@ -55,7 +55,7 @@ def _serving(*args: str, port: int) -> tuple[subprocess.Popen[str], list[str]]:
 
 
 def _wait_ready(port: int) -> None:
-    """The banner prints at start-up, just before the socket listens: poll briefly."""
+    """The banner prints once the socket listens; poll briefly all the same."""
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         try:
