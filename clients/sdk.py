@@ -24,18 +24,29 @@ Contract
 * Subscriptions are async iterators of typed messages. ``book()`` keeps a
   ``LocalBook`` that checks every sequence number and checksum and
   re-subscribes by itself on a gap or mismatch (logged as ``book_resync``).
-* If the connection drops, the client reconnects with exponential backoff,
-  re-subscribes every channel (books wait for their new snapshot), and sends
-  again every request still waiting for an answer that is safe to repeat:
-  orders with the *same* ``client_order_id``, so the exchange refuses a
-  second copy (``DUPLICATE_CLIENT_ORDER_ID``) and the client then reports
-  the first copy's state instead; cancels, amends and queries. Requests that
-  are not idempotent (deposits, vouchers, listings, keys) fail with
-  ``ConnectionLost`` instead: their outcome must be checked, not guessed.
-  After reconnecting, the client reconciles ``orders`` (its view of every
+* A connection is dead when it drops, fails, or falls silent: the gateway
+  sends a heartbeat every ``heartbeat_interval_ms`` (from ``welcome``), and
+  three intervals without any message mean a half-open socket.
+* Then the client reconnects with exponential backoff, re-subscribes every
+  channel (books wait for their new snapshot), and sends again every request
+  still waiting for an answer that is safe to repeat: orders with the *same*
+  ``client_order_id``, so the exchange refuses a second copy
+  (``DUPLICATE_CLIENT_ORDER_ID``) and the client then reports the first
+  copy's state instead; cancels, amends and cancel-alls, whose second copy
+  is refused or finds less to do when the first took effect, so the client
+  looks up the order's state and answers with that (see each method); and
+  queries. Requests that are not idempotent (deposits, vouchers, listings,
+  keys) fail with ``ConnectionLost`` instead: their outcome must be checked,
+  not guessed.
+* After reconnecting, the client reconciles ``orders`` (its view of every
   order it placed) with a mass status, and an order status of each order
   that was open and is no longer, so fills made while it was away are not
-  lost.
+  lost. An order that finished while it was away *and* before the gateway
+  restarted has no report left (``ORDER_FINISHED_BEFORE_RESTART``): it is
+  marked no longer working (``ord_status`` ``CANCELLED``, ``leaves_qty`` 0,
+  that code as ``reason``) with the fills last reported, and its
+  ``client_order_id`` is added to ``outcome_unknown``: its final fills are
+  in the account's contracts.
 
 Balances, vouchers, contracts, claims and trade history are read over HTTP
 (``/api/v1/...``, gateway/reports.py) with the same key; histories a page at
@@ -59,6 +70,7 @@ import msgspec
 import structlog
 
 from clients.localbook import Applied, LocalBook
+from exchange.reasons import CancelReason
 from exchange.reference import (
     EligibilityBasis,
     InstrumentSpec,
@@ -172,6 +184,15 @@ _REPEATABLE = (
 )
 # Requests answered by several messages, ended by a final one.
 _MULTI = (p.CancelAll, p.MassStatus)
+# Frames after which a connection yields nothing more.
+_ENDS = (
+    aiohttp.WSMsgType.CLOSE,
+    aiohttp.WSMsgType.CLOSING,
+    aiohttp.WSMsgType.CLOSED,
+    aiohttp.WSMsgType.ERROR,
+)
+# Heartbeat intervals of silence after which a connection is taken for dead.
+_SILENT_HEARTBEATS = 3
 
 
 class _Pending:
@@ -384,6 +405,8 @@ class Client:
         self.log = log.bind(client=name or "client", url=self.http_url)
         self.welcome: p.Welcome | None = None
         self.orders: dict[str, p.ExecutionReport] = {}  # own orders by client_order_id
+        # Orders that finished out of sight, before a gateway restart: final fills unknown.
+        self.outcome_unknown: set[str] = set()
         self.reconnects = 0
         self._rng = random.Random(seed)
         self._ids = itertools.count(1)
@@ -511,16 +534,7 @@ class Client:
             while True:
                 ws = self._ws
                 assert ws is not None
-                async for msg in ws:
-                    if msg.type is aiohttp.WSMsgType.TEXT:
-                        try:
-                            message = p.decode_message(msg.data)
-                        except msgspec.DecodeError as exc:
-                            self.log.error("undecodable_message", error=str(exc))
-                            continue
-                        self._dispatch(message)
-                    elif msg.type is aiohttp.WSMsgType.ERROR:
-                        break
+                await self._read(ws)
                 self._connected.clear()
                 await _release(ws)
                 if self._closing:
@@ -546,6 +560,37 @@ class Client:
             for sub in self._subscriptions:
                 sub.closed = True
                 sub._wake.set()
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Dispatch one connection's messages until it closes, fails or falls silent."""
+        while True:
+            try:
+                msg = await ws.receive(timeout=self._silence_limit())
+            except TimeoutError:
+                # The gateway sends a heartbeat every interval: a connection this
+                # quiet is dead (a half-open socket would otherwise wait forever).
+                self.log.warning("connection_silent", seconds=self._silence_limit())
+                return
+            except (aiohttp.ClientError, ConnectionError) as exc:
+                # aiohttp answers a ping inside receive(); on a socket the peer has
+                # already closed, that write raises rather than reporting a close.
+                self.log.info("connection_failed", error=repr(exc))
+                return
+            if msg.type is aiohttp.WSMsgType.TEXT:
+                try:
+                    message = p.decode_message(msg.data)
+                except msgspec.DecodeError as exc:
+                    self.log.error("undecodable_message", error=str(exc))
+                    continue
+                self._dispatch(message)
+            elif msg.type in _ENDS:
+                return
+
+    def _silence_limit(self) -> float | None:
+        """Seconds without a message from the gateway after which the connection is dead."""
+        if self.welcome is None or self.welcome.heartbeat_interval_ms <= 0:
+            return None
+        return _SILENT_HEARTBEATS * self.welcome.heartbeat_interval_ms / 1000
 
     async def _reconnect(self) -> None:
         attempt = 0
@@ -734,10 +779,21 @@ class Client:
     async def cancel_order(
         self, order_id: int = 0, *, client_order_id: str = ""
     ) -> p.ExecutionReport:
-        """Cancel one open order; its ``CANCELLED`` report. Raises ``CancelRejected``."""
-        answer = await self._answer(
+        """Cancel one open order; its ``CANCELLED`` report. Raises ``CancelRejected``.
+
+        If the connection dropped and the cancel was sent again, the first copy
+        may have cancelled the order already; the second is then refused, and
+        the order's ``ORDER_STATUS`` report, showing it cancelled, is returned.
+        """
+        pending = await self._exchange(
             p.CancelOrder(order_id=order_id, client_order_id=client_order_id)
         )
+        answer = pending.messages[-1]
+        if pending.resent and isinstance(answer, p.CancelReject):
+            status = await self._status_if_known(order_id, client_order_id)
+            if status is not None and status.ord_status is p.OrdStatus.CANCELLED:
+                return status
+        _raise_refusal(answer)
         assert isinstance(answer, p.ExecutionReport)
         return answer
 
@@ -749,18 +805,59 @@ class Client:
         qty: int | None = None,
         price: int | None = None,
     ) -> p.ExecutionReport:
-        """Change an open order's total quantity and/or price; its ``REPLACED`` report."""
-        answer = await self._answer(
+        """Change an open order's total quantity and/or price; its ``REPLACED`` report.
+
+        Sent again after a dropped connection and refused (the first copy took
+        effect, then the order finished), the order's ``ORDER_STATUS`` report
+        is returned when it carries the quantity and price asked for.
+        """
+        pending = await self._exchange(
             p.AmendOrder(order_id=order_id, client_order_id=client_order_id, qty=qty, price=price)
         )
+        answer = pending.messages[-1]
+        if pending.resent and isinstance(answer, p.CancelReject):
+            status = await self._status_if_known(order_id, client_order_id)
+            if status is not None and qty in (None, status.qty) and price in (None, status.price):
+                return status
+        _raise_refusal(answer)
         assert isinstance(answer, p.ExecutionReport)
         return answer
 
     async def cancel_all(self, instrument_id: str = "") -> p.CancelAllDone:
-        """Cancel every open order of the account (on one instrument, or everywhere)."""
-        answer = await self._answer(p.CancelAll(instrument_id=instrument_id))
+        """Cancel every open order of the account (on one instrument, or everywhere).
+
+        If the connection dropped and the cancel-all was sent again, orders the
+        first copy cancelled are not in the second's answer; those this client
+        placed are looked up, and counted in ``cancelled`` when a cancel-all
+        cancelled them.
+        """
+        was_open = {
+            coid
+            for coid, r in self.orders.items()
+            if _is_open(r) and instrument_id in ("", r.instrument_id)
+        }
+        pending = await self._exchange(p.CancelAll(instrument_id=instrument_id))
+        answer = pending.messages[-1]
+        _raise_refusal(answer)
         assert isinstance(answer, p.CancelAllDone)
-        return answer
+        if not pending.resent:
+            return answer
+        reported = {m.client_order_id for m in pending.messages if isinstance(m, p.ExecutionReport)}
+        earlier = 0
+        for coid in sorted(was_open - reported):
+            status = await self._status_if_known(0, coid)
+            if status is not None and status.reason == CancelReason.MASS_CANCEL:
+                earlier += 1
+        return msgspec.structs.replace(answer, cancelled=answer.cancelled + earlier)
+
+    async def _status_if_known(
+        self, order_id: int, client_order_id: str
+    ) -> p.ExecutionReport | None:
+        """The order's status report, or None if the gateway has none to give."""
+        try:
+            return await self.order_status(order_id, client_order_id=client_order_id)
+        except GatewayError:
+            return None
 
     async def open_orders(self, instrument_id: str = "") -> list[p.ExecutionReport]:
         """Every open order of the account (an operator: of everyone), oldest first."""
@@ -787,20 +884,48 @@ class Client:
         """After a reconnect: bring ``orders`` up to date with the exchange."""
         if not self.orders:
             return  # nothing placed through this client (or anonymous): nothing to reconcile
+        was_open = {coid for coid, r in self.orders.items() if _is_open(r)}
         try:
-            was_open = {
-                coid
-                for coid, r in self.orders.items()
-                if r.ord_status in (p.OrdStatus.NEW, p.OrdStatus.PARTIALLY_FILLED)
-            }
             still_open = {r.client_order_id for r in await self.open_orders()}
-            for coid in sorted(was_open - still_open):
-                await self.order_status(client_order_id=coid)
-            self.log.info(
-                "orders_reconciled", open=len(still_open), closed=len(was_open - still_open)
-            )
         except SuanliError as exc:
             self.log.warning("reconcile_failed", error=repr(exc))
+            return
+        unknown = 0
+        for coid in sorted(was_open - still_open):
+            try:
+                await self.order_status(client_order_id=coid)
+            except GatewayError as exc:
+                # Each order on its own: one the gateway has no report of must not
+                # leave the others as they were.
+                if exc.code != p.ErrorCode.ORDER_FINISHED_BEFORE_RESTART:
+                    self.log.warning("reconcile_order_failed", client_order_id=coid, error=exc.code)
+                    continue
+                unknown += 1
+                self._finished_unreported(coid, exc.text)
+            except SuanliError as exc:  # the connection went again: the next one reconciles
+                self.log.warning("reconcile_failed", error=repr(exc))
+                return
+        self.log.info(
+            "orders_reconciled",
+            open=len(still_open),
+            closed=len(was_open - still_open),
+            outcome_unknown=unknown,
+        )
+
+    def _finished_unreported(self, coid: str, text: str) -> None:
+        """Record that an order finished while the client was away and before the
+        gateway restarted, which keeps no report of it: it no longer works
+        (``leaves_qty`` 0), and its last fills are known only from the contracts."""
+        last = self.orders[coid]
+        self.orders[coid] = msgspec.structs.replace(
+            last,
+            exec_type=p.ExecType.ORDER_STATUS,
+            ord_status=p.OrdStatus.CANCELLED,
+            leaves_qty=0,
+            reason=p.ErrorCode.ORDER_FINISHED_BEFORE_RESTART.value,
+            text=text,
+        )
+        self.outcome_unknown.add(coid)
 
     # --- subscriptions ----------------------------------------------------------------
 
@@ -1078,13 +1203,19 @@ async def _release(ws: aiohttp.ClientWebSocketResponse) -> None:
 
     When the peer vanishes (a reset, not a close), aiohttp marks the socket
     closed without releasing its HTTP response, and the connection would be
-    reported unclosed when collected; close the response explicitly.
+    reported unclosed when collected; close the response explicitly. It goes
+    first: on a silent connection, ``ws.close()`` would otherwise wait out its
+    timeout for a closing handshake that cannot come.
     """
-    with contextlib.suppress(Exception):
-        await ws.close()
     response = getattr(ws, "_response", None)
     if response is not None:
         response.close()
+    with contextlib.suppress(Exception):
+        await ws.close()
+
+
+def _is_open(report: p.ExecutionReport) -> bool:
+    return report.ord_status in (p.OrdStatus.NEW, p.OrdStatus.PARTIALLY_FILLED)
 
 
 def _raise_refusal(answer: p.ServerMessage) -> None:
