@@ -32,6 +32,7 @@ from gateway.config import BootstrapKey, GatewayConfig, load_config
 from gateway.protocol import json_schema_text
 
 DEMO_DATA_DIR = "var/demo"
+DEMO_KEYS_FILE = "keys.json"  # in the demo's data directory
 
 
 # Event fields whose values are credentials, whatever their shape.
@@ -121,9 +122,12 @@ def use_event_loop(choice: str) -> str:
 
 
 def demo_config(base: GatewayConfig, data_dir: str) -> GatewayConfig:
+    """The demo's keys added; keys issued at run time kept beside a durable store,
+    so they outlive a restart as its market does."""
     keys = [BootstrapKey(account_id=a, key=demo.demo_key(a)) for a in demo.demo_accounts()]
+    keys_file = base.keys_file or (str(Path(data_dir) / DEMO_KEYS_FILE) if data_dir else "")
     return msgspec.structs.replace(
-        base, demo=True, data_dir=data_dir, api_keys=[*base.api_keys, *keys]
+        base, demo=True, data_dir=data_dir, keys_file=keys_file, api_keys=[*base.api_keys, *keys]
     )
 
 

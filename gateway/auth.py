@@ -39,7 +39,7 @@ from typing import Final
 import msgspec
 import structlog
 
-from exchange.journal import PRIVATE_FILE
+from exchange.journal import PRIVATE_DIR, PRIVATE_FILE
 from exchange.reference import Role
 from gateway import protocol as p
 
@@ -175,7 +175,7 @@ class KeyStore:
     def _save(self) -> None:
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         records = sorted(self.issued.values(), key=lambda r: r.key_id)
         # Owner-only from its creation (hashes, but of every key), not chmod-ed after.

@@ -20,6 +20,7 @@ import structlog
 from aiohttp.test_utils import TestServer
 
 from gateway import protocol as p
+from gateway.__main__ import demo_config
 from gateway.app import create_app
 from gateway.auth import KeyRecord, KeyStore
 from gateway.config import BootstrapKey, GatewayConfig
@@ -186,3 +187,31 @@ def test_a_configured_key_an_earlier_version_wrote_is_taken_out_of_the_file(
     store.configure("su2", "sk_gone_x")
     assert store.verify("sk_gone_x") is None
     assert KeyStore(path).verify("sk_gone_x") is None
+
+
+async def test_the_demo_keeps_keys_issued_at_run_time_beside_its_store(tmp_path: Path) -> None:
+    data_dir = tmp_path / "var" / "demo"
+    base = msgspec.structs.replace(make_config(), demo_flow=0)
+    config = demo_config(base, str(data_dir))
+    async with running(config) as gateway:
+        ops = await gateway.connect("ops")
+        rid = await ops.send("issue_api_key", account_id="su1")
+        issued = await ops.expect(p.ApiKeyIssued, id=rid)
+    keys_file = data_dir / "keys.json"
+    assert stored_key_ids(keys_file) == {issued.key_id}
+    assert keys_file.stat().st_mode & 0o777 == 0o600
+    assert data_dir.stat().st_mode & 0o777 == 0o700
+    async with running(config) as gateway:  # the same market, recovered
+        answer = await auth(gateway, issued.key)
+        assert isinstance(answer, p.Authenticated) and answer.account_id == "su1"
+    # In memory, the demo keeps no keys file; a configured one is used as it is.
+    assert demo_config(base, "").keys_file == ""
+    chosen = msgspec.structs.replace(base, keys_file=str(tmp_path / "elsewhere.json"))
+    assert demo_config(chosen, str(data_dir)).keys_file == str(tmp_path / "elsewhere.json")
+
+
+def test_a_keys_file_directory_is_created_owner_only(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "secrets" / "keys.json")
+    store.issue("su1", now=1)
+    assert (tmp_path / "secrets").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "secrets" / "keys.json").stat().st_mode & 0o777 == 0o600
