@@ -12,10 +12,12 @@ Rules
   Any other change (a new price, a larger quantity) takes it out and puts it
   back at the end of its new level, as a new arrival; a new price that crosses
   trades at once, like a new order.
-* **Self-trade prevention.** An account never trades with itself, and a buy
-  that pays with a voucher never trades with a provider related to the buyer
-  (the voucher may not pay a related party). The incoming order's mode decides
-  what goes: the resting order (default), the incoming order, or both.
+* **Self-trade prevention.** An account never trades with itself: the
+  incoming order's mode decides what goes, the resting order (default), the
+  incoming order, or both. A buy that pays with a voucher never trades with a
+  provider related to the buyer either (the voucher may not pay a related
+  party); there the incoming order stops, whatever its mode, and the related
+  party's resting order stays: no account's order cancels another's.
 * **At rest the book is never crossed** once continuous trading runs: every
   best bid is below every best ask. During a call auction orders rest without
   matching, and the uncross leaves the book uncrossed again.

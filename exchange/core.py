@@ -626,7 +626,7 @@ class ExchangeCore:
                 break
             for resting in levels[price].live_orders():
                 if self._conflict(order, resting, related):
-                    if order.stp is _CANCEL_RESTING:
+                    if order.stp is _CANCEL_RESTING and resting.account == order.account:
                         continue
                     return got
                 got += resting.leaves
@@ -660,15 +660,18 @@ class ExchangeCore:
                     head += 1
                     resting = queue[head]
                 level.head = head
-                if resting.account == account or (
-                    related and self._conflict(order, resting, related)
-                ):
+                if resting.account == account:
                     if order.stp is not _CANCEL_AGGRESSOR:
                         self._cancel(resting, _SELF_TRADE, out)
                     if order.stp is not _CANCEL_RESTING:
                         self._finish(order, _SELF_TRADE, out)
                         return
                     continue
+                if related and self._conflict(order, resting, related):
+                    # A related party's order is not this order's to cancel: the
+                    # incoming order stops here, whatever its mode.
+                    self._finish(order, _SELF_TRADE, out)
+                    return
                 qty = resting.leaves if resting.leaves < order.leaves else order.leaves
                 if buying:
                     self._fill(inst, order, resting, best, qty, _BUY, out, stamp)

@@ -507,7 +507,10 @@ class ReferenceExchange:
         got = 0
         for resting in self._crossing(order):
             if self._conflicts(order, resting):
-                if order.stp is SelfTradePrevention.CANCEL_RESTING:
+                if (
+                    order.stp is SelfTradePrevention.CANCEL_RESTING
+                    and resting.account == order.account
+                ):
                     continue  # it would be cancelled and matching would go on
                 return got
             got += resting.leaves
@@ -522,6 +525,10 @@ class ReferenceExchange:
             if not reach:
                 return
             resting = reach[0]
+            if self._conflicts(order, resting) and resting.account != order.account:
+                # Another account's order is never cancelled for this one's sake.
+                self._cancelled(order, CancelReason.SELF_TRADE, rested=False)
+                return
             if self._conflicts(order, resting):
                 if order.stp is not SelfTradePrevention.CANCEL_AGGRESSOR:
                     self._take_off(resting, CancelReason.SELF_TRADE)

@@ -2,10 +2,14 @@
 
 Roles already keep one account off both sides (start-ups only buy, providers only
 sell), so the live case is a voucher buy meeting a provider related to the buyer.
-Here ``su1`` (voucher 1: 30% on H100) is related to ``dc1``; ``dc2`` is not.
+There the incoming order stops, whatever its mode: one account's order never
+cancels another's. Here ``su1`` (voucher 1: 30% on H100) is related to ``dc1``;
+``dc2`` is not.
 """
 
 from __future__ import annotations
+
+import pytest
 
 from exchange import commands as c
 from exchange.events import OrderAccepted, OrderCancelled, PartiesRelated, Trade
@@ -26,35 +30,40 @@ def related_market() -> Market:
     return m
 
 
-def test_cancel_resting_removes_the_related_order_and_matching_goes_on() -> None:
+@pytest.mark.parametrize("stp", list(STP))
+def test_a_voucher_buy_stops_at_a_related_offer_and_leaves_it_whatever_its_mode(
+    stp: SelfTradePrevention,
+) -> None:
+    """No account's order cancels another's: the incoming order gives way."""
     m = related_market()
     m.sell("dc1", "s1", 8, 1000)  # 1, first in the queue
     m.sell("dc2", "s2", 8, 1000)  # 2
-    events = m.buy("su1", "b1", 16, 1000, voucher_id=1)
-    assert [type(e) for e in events] == [OrderAccepted, OrderCancelled, Trade]
+    events = m.buy("su1", "b1", 16, 1000, voucher_id=1, stp=stp)
+    assert [type(e) for e in events] == [OrderAccepted, OrderCancelled]
     cancelled = one(events, OrderCancelled)
     assert (cancelled.order_id, cancelled.account, cancelled.reason, cancelled.rested) == (
-        1,
-        "dc1",
+        3,
+        "su1",
         CancelReason.SELF_TRADE,
-        True,
+        False,
     )
-    trade = one(events, Trade)
-    assert (trade.seller, trade.qty, trade.cash, trade.voucher) == ("dc2", 8, 5_600, 2_400)
-    assert capacity(m, "dc1") == (8_000, 0, 0)
-    assert depth(m) == ([(1000, 8)], [])
+    assert depth(m) == ([], [(1000, 16)])
+    assert [o.account for o in m.core.books[H100].orders(Side.SELL)] == ["dc1", "dc2"]
+    assert capacity(m, "dc1")[1:] == (8, 0)  # still reserved by its offer
+    assert cash(m, "su1") == (START_CASH, 0)
+    assert m.core.vouchers[1].balance == 1_000_000
 
 
-def test_cancel_resting_that_empties_a_level_moves_on_to_the_next() -> None:
+def test_a_voucher_buy_trades_up_to_the_related_offer_then_stops() -> None:
     m = related_market()
-    m.sell("dc1", "s1", 8, 1000)  # 1: alone at the best level
-    m.sell("dc2", "s2", 8, 1010)  # 2
-    events = m.buy("su1", "b1", 8, 1010, voucher_id=1)
-    assert one(events, OrderCancelled).order_id == 1
+    m.sell("dc2", "s2", 8, 1000)  # 1: unrelated, first
+    m.sell("dc1", "s1", 8, 1010)  # 2: related, next level
+    events = m.buy("su1", "b1", 16, 1010, voucher_id=1)
     trade = one(events, Trade)
-    assert (trade.seller, trade.price, trade.voucher) == ("dc2", 1010, 2_424)
-    assert depth(m) == ([], [])
-    assert cash(m, "su1") == (START_CASH - 8 * 1010 + 2_424, 0)
+    assert (trade.seller, trade.price, trade.voucher) == ("dc2", 1000, 2_400)
+    assert one(events, OrderCancelled).account == "su1"
+    assert depth(m) == ([], [(1010, 8)])
+    assert cash(m, "su1") == (START_CASH - 5_600, 0)
 
 
 def test_cancel_aggressor_keeps_the_resting_order() -> None:
@@ -79,31 +88,16 @@ def test_cancel_aggressor_keeps_the_resting_order() -> None:
     assert (voucher.balance, voucher.reserved, voucher.spent) == (997_600, 0, 2_400)
 
 
-def test_cancel_both_removes_both() -> None:
-    m = related_market()
-    m.sell("dc1", "s1", 8, 1000)  # 1
-    m.sell("dc2", "s2", 8, 1000)  # 2
-    events = m.buy("su1", "b1", 16, 1000, voucher_id=1, stp=STP.CANCEL_BOTH)
-    assert [(e.order_id, e.rested) for e in of(events, OrderCancelled)] == [(1, True), (3, False)]
-    assert all(e.reason is CancelReason.SELF_TRADE for e in of(events, OrderCancelled))
-    assert of(events, Trade) == []
-    assert depth(m) == ([], [(1000, 8)])
-    assert cash(m, "su1") == (START_CASH, 0)
-    assert m.core.vouchers[1].balance == 1_000_000
-    assert capacity(m, "dc1") == (8_000, 0, 0)
-
-
-def test_related_sell_meeting_a_resting_voucher_buy() -> None:
+def test_related_sell_meeting_a_resting_voucher_buy_stops_and_leaves_it() -> None:
     m = related_market()
     m.buy("su1", "b1", 8, 1000, voucher_id=1)  # 1
     m.buy("su2", "b2", 8, 990)  # 2
     events = m.sell("dc1", "s1", 8, 990)
+    assert of(events, Trade) == []
     cancelled = one(events, OrderCancelled)
-    assert (cancelled.order_id, cancelled.account, cancelled.rested) == (1, "su1", True)
-    trade = one(events, Trade)
-    assert (trade.buyer, trade.price) == ("su2", 990)
-    assert cash(m, "su1") == (START_CASH, 0)
-    assert m.core.vouchers[1].balance == 1_000_000
+    assert (cancelled.order_id, cancelled.account, cancelled.rested) == (3, "dc1", False)
+    assert depth(m) == ([(1000, 8), (990, 8)], [])
+    assert capacity(m, "dc1") == (8_000, 0, 0)
 
 
 def test_related_sell_with_cancel_aggressor_leaves_the_voucher_buy() -> None:
@@ -143,8 +137,9 @@ def test_relation_goes_both_ways() -> None:
     m.ok(c.RelateParties(actor="ops", account_a="dc1", account_b="su1"))
     m.sell("dc1", "s1", 8, 1000)
     events = m.buy("su1", "b1", 8, 1000, voucher_id=1)
-    assert one(events, OrderCancelled).account == "dc1"
+    assert one(events, OrderCancelled).account == "su1"
     assert of(events, Trade) == []
+    assert depth(m) == ([], [(1000, 8)])
 
 
 def test_fok_counts_only_what_it_may_trade_and_kills_without_change() -> None:
@@ -155,9 +150,10 @@ def test_fok_counts_only_what_it_may_trade_and_kills_without_change() -> None:
     assert one(events, OrderCancelled).reason is CancelReason.FOK_UNFILLED
     # The related order was not cancelled, since the FOK never matched.
     assert depth(m) == ([], [(1000, 16)])
+    # However small: the related offer comes first, and it may neither trade nor go.
     events = m.buy("su1", "f2", 8, 1000, voucher_id=1, tif=TimeInForce.FOK)
-    assert [e.reason for e in of(events, OrderCancelled)] == [CancelReason.SELF_TRADE]
-    assert one(events, Trade).seller == "dc2"
+    assert one(events, OrderCancelled).reason is CancelReason.FOK_UNFILLED
+    assert depth(m) == ([], [(1000, 16)])
 
 
 def test_fok_with_cancel_aggressor_stops_counting_at_the_conflict() -> None:
