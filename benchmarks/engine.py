@@ -85,6 +85,7 @@ import json
 import os
 import platform
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -642,7 +643,8 @@ def machine() -> dict[str, Any]:
     }
 
 
-HOT = ("events", "records", "book", "auction", "core")  # loaded together, so they use each other
+# Loaded together, so they use each other; dependencies first.
+HOT = ("tables", "events", "records", "book", "auction", "core")
 
 
 def load_core(rev: str | None) -> type[ExchangeCore]:
@@ -653,7 +655,7 @@ def load_core(rev: str | None) -> type[ExchangeCore]:
     installed core is compiled.
     """
     root = Path(__file__).resolve().parent.parent
-    package = f"_core_{rev or 'source'}"
+    package = "_core_" + re.sub(r"\W", "_", rev or "source")  # HEAD~3: a valid name
     pkg = types.ModuleType(package)
     pkg.__path__ = []
     sys.modules[package] = pkg
