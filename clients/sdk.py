@@ -737,9 +737,12 @@ class Client:
         voucher_id: int = 0,
         client_order_id: str = "",
     ) -> p.ExecutionReport:
-        """Enter an order; the first execution report (``NEW``, or ``FILL``...).
+        """Enter an order; its first execution report, ``NEW`` once accepted.
 
-        Raises ``OrderRejected`` with the exchange's ``Reason``. If the
+        What the order does on entry follows as further reports (fills, and the
+        end of an IOC, FOK or market order): ``orders[client_order_id]`` holds
+        the latest, ``private()`` streams them, ``order_status`` asks. Raises
+        ``OrderRejected`` with the exchange's ``Reason``. If the
         connection drops, the order is sent again with the same client order
         id and the state of whichever copy the exchange took is returned.
         """
