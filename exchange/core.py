@@ -78,6 +78,10 @@ from exchange.tables import IdTable
 from exchange.vouchers import BP, Programme, Voucher, VoucherClaim, calendar_year
 
 MAX_AMOUNT: Final = 10**15  # fen: no single deposit, withdrawal, voucher or budget is larger
+# Bounds on what repetition adds up: all the cash deposited on the exchange, and a
+# provider's capacity on one instrument (MAX_AMOUNT). However it then moves, no
+# balance or holding leaves the int64 range every record and message encodes.
+MAX_DEPOSITED: Final = 10**18
 NEVER: Final = 2**63 - 1  # ns: the end of time, for orders that only expire with their instrument
 
 # Hot-path aliases: reading an enum member through its class costs a lookup each
@@ -1161,7 +1165,7 @@ class ExchangeCore:
     def _deposit(self, c: cmd.Deposit, out: list[Event]) -> None:
         self._require_operator(c.actor)
         account = self._account(c.account_id)
-        if not 0 < c.amount <= MAX_AMOUNT:
+        if not 0 < c.amount <= MAX_AMOUNT or self.deposited + c.amount > MAX_DEPOSITED:
             raise _Refused(Reason.INVALID_AMOUNT)
         account.cash += c.amount
         self.deposited += c.amount
@@ -1200,6 +1204,8 @@ class ExchangeCore:
             raise _Refused(Reason.MARKET_NOT_OPEN)
         instrument_id = inst.instrument_id  # the core's own copy (see _new_order)
         position = provider.position(instrument_id)
+        if position.free + position.reserved + position.sold + c.gpu_hours > MAX_AMOUNT:
+            raise _Refused(Reason.INVALID_AMOUNT)
         position.registered = True
         position.free += c.gpu_hours
         free = position.free

@@ -23,7 +23,10 @@ class Reason(enum.StrEnum):
     INVALID_EXPIRY = "INVALID_EXPIRY"  # GTD without a future expiry, or expiry on non-GTD
     INVALID_MIN_QTY = "INVALID_MIN_QTY"  # negative, off lot, or above the quantity
     INVALID_FLAGS = "INVALID_FLAGS"  # contradictory options, e.g. post-only market order
-    INVALID_AMOUNT = "INVALID_AMOUNT"  # a money or capacity amount that is zero or negative
+    # A money or capacity amount that is zero, negative, above 10^15, or would take
+    # the exchange's deposits past 10^18 or a provider's capacity on an instrument
+    # past 10^15.
+    INVALID_AMOUNT = "INVALID_AMOUNT"
     INVALID_RATE = "INVALID_RATE"  # a voucher rate outside 0..10000 basis points
     INVALID_INSTRUMENT = "INVALID_INSTRUMENT"  # bad tick, lot, window or limits
     INVALID_ID = "INVALID_ID"  # an empty or over-long identifier

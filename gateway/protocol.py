@@ -687,7 +687,10 @@ REASON_TEXT: Final[dict[str, str]] = {
     Reason.INVALID_EXPIRY: "GTD needs a future expire_at; other orders must not set one",
     Reason.INVALID_MIN_QTY: "min_qty is negative, off lot, or above the quantity",
     Reason.INVALID_FLAGS: "contradictory options",
-    Reason.INVALID_AMOUNT: "amount is zero, negative, or too large",
+    Reason.INVALID_AMOUNT: (
+        "amount is zero, negative, or too large: above 10^15, or taking the exchange's "
+        "deposits past 10^18 or a provider's capacity on an instrument past 10^15"
+    ),
     Reason.INVALID_RATE: "voucher rate outside 0..10000 basis points",
     Reason.INVALID_INSTRUMENT: "bad tick, lot, window or limits",
     Reason.INVALID_ID: "identifier empty, too long, or not printable",

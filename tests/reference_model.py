@@ -64,7 +64,8 @@ from exchange.reference import (
 )
 
 BASIS_POINTS = 10_000
-LARGEST_AMOUNT = 10**15  # fen or GPU-hours in one command
+LARGEST_AMOUNT = 10**15  # fen or GPU-hours in one command; a provider's on an instrument
+LARGEST_DEPOSITED = 10**18  # fen deposited on the exchange in all
 FOREVER = 2**63 - 1  # ns: an order that only ends with its instrument
 
 BUY, SELL = Side.BUY, Side.SELL
@@ -854,7 +855,7 @@ class ReferenceExchange:
     def _on_Deposit(self, c: cmd.Deposit) -> None:
         self._need_operator(c.actor)
         account = self._need_account(c.account_id)
-        if not 0 < c.amount <= LARGEST_AMOUNT:
+        if not 0 < c.amount <= LARGEST_AMOUNT or self.deposited + c.amount > LARGEST_DEPOSITED:
             raise Refused(Reason.INVALID_AMOUNT)
         account.wallet += c.amount
         self.deposited += c.amount
@@ -903,6 +904,8 @@ class ReferenceExchange:
         if inst.status is InstrumentStatus.CLOSED:
             raise Refused(Reason.MARKET_NOT_OPEN)
         iid = c.instrument_id
+        if provider.registered.get(iid, 0) + c.gpu_hours > LARGEST_AMOUNT:
+            raise Refused(Reason.INVALID_AMOUNT)
         provider.registered[iid] = provider.registered.get(iid, 0) + c.gpu_hours
         self.out.append(
             CapacityRegistered(

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from exchange import commands as c
-from exchange.core import MAX_AMOUNT
+from exchange.core import MAX_AMOUNT, MAX_DEPOSITED
 from exchange.events import AccountAdmitted, CapacityRegistered, CashMoved, OrderAccepted
 from exchange.reasons import Reason
 from exchange.reference import InstrumentStatus, Role, Tier
@@ -151,6 +151,28 @@ def test_deposit_limits() -> None:
     assert cash(m, "su1") == (START_CASH + MAX_AMOUNT, 0)
 
 
+def test_deposits_add_up_to_no_more_than_the_exchange_bound() -> None:
+    """Each deposit is within MAX_AMOUNT; repeated, they stop at MAX_DEPOSITED, so no
+    balance, however the cash then moves, leaves the int64 range."""
+    m = Market()
+    room = MAX_DEPOSITED - m.core.deposited
+    full, rest = divmod(room, MAX_AMOUNT)
+    for _ in range(full):
+        m.ok(c.Deposit(actor="ops", account_id="dc1", amount=MAX_AMOUNT))
+    if rest:
+        m.ok(c.Deposit(actor="ops", account_id="dc2", amount=rest))
+    assert m.core.deposited == MAX_DEPOSITED
+    before = cash(m, "su1")
+    assert (
+        rejected(m.apply(c.Deposit(actor="ops", account_id="su1", amount=1)))
+        is Reason.INVALID_AMOUNT
+    )
+    assert cash(m, "su1") == before and m.core.deposited == MAX_DEPOSITED
+    m.ok(c.Withdraw(actor="ops", account_id="dc1", amount=5))  # room again
+    m.ok(c.Deposit(actor="ops", account_id="su1", amount=5))
+    assert m.core.deposited == MAX_DEPOSITED
+
+
 def test_withdraw_only_free_cash() -> None:
     m = Market()
     m.buy("su1", "b1", 8, 1000)  # holds 8,000
@@ -223,6 +245,25 @@ def test_capacity_registration_is_checked() -> None:
     assert register("ops", "ghost", H100, 8) is Reason.UNKNOWN_ACCOUNT
     assert capacity(m, "dc1") == (8_000, 0, 0)
     assert capacity(m, "dc1", ASCEND) == (8_000, 0, 0)
+
+
+def test_a_providers_capacity_on_an_instrument_stops_at_the_bound() -> None:
+    m = Market()
+    m.sell("dc1", "s1", 8, 1000)  # reserved and, once bought, sold capacity count too
+    m.buy("su1", "b1", 8, 1000)
+    m.sell("dc1", "s2", 16, 1000)
+    free, reserved, sold = capacity(m, "dc1")
+    assert (reserved, sold) == (16, 8)
+    room = MAX_AMOUNT - (free + reserved + sold)
+    m.ok(c.RegisterCapacity(actor="dc1", provider="dc1", instrument_id=H100, gpu_hours=room))
+    refused = m.apply(
+        c.RegisterCapacity(actor="dc1", provider="dc1", instrument_id=H100, gpu_hours=8)
+    )
+    assert rejected(refused) is Reason.INVALID_AMOUNT
+    assert capacity(m, "dc1") == (free + room, 16, 8)
+    # Another instrument, or another provider, has its own room.
+    m.ok(c.RegisterCapacity(actor="dc1", provider="dc1", instrument_id=ASCEND, gpu_hours=8))
+    m.ok(c.RegisterCapacity(actor="dc2", provider="dc2", instrument_id=H100, gpu_hours=8))
 
 
 def test_sell_needs_free_capacity() -> None:
