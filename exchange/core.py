@@ -924,7 +924,9 @@ class ExchangeCore:
             raise _Refused(Reason.INVALID_PRICE)
         if price % spec.tick:
             raise _Refused(Reason.OFF_TICK)
-        if inst.status is InstrumentStatus.HALTED:
+        if inst.status is InstrumentStatus.HALTED and (price != order.price or qty >= order.qty):
+            # Halted, only taking quantity off at the same price is allowed: a
+            # partial cancel, which neither trades nor moves the queue.
             raise _Refused(Reason.MARKET_HALTED)
         book = self.books[order.instrument_id]
         leaves = qty - filled

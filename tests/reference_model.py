@@ -667,8 +667,8 @@ class ReferenceExchange:
             raise Refused(Reason.INVALID_PRICE)
         if price % spec.tick != 0:
             raise Refused(Reason.OFF_TICK)
-        if inst.status is InstrumentStatus.HALTED:
-            raise Refused(Reason.MARKET_HALTED)
+        if inst.status is InstrumentStatus.HALTED and (price != order.price or qty >= order.qty):
+            raise Refused(Reason.MARKET_HALTED)  # halted: only a reduction at the same price
         leaves = qty - filled
         loses_place = price != order.price or leaves > order.leaves
         other = SELL if order.side is BUY else BUY

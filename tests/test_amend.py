@@ -196,7 +196,7 @@ def test_amend_validates_price_and_quantity() -> None:
     assert m.core.orders[1].qty == 16
 
 
-def test_amend_refused_while_halted_allowed_in_auction() -> None:
+def test_amend_halted_only_takes_quantity_off_allowed_in_auction() -> None:
     m = Market(status=InstrumentStatus.AUCTION)
     m.buy("su2", "b1", 16, 1000)
     m.sell("dc1", "s1", 8, 900)
@@ -205,7 +205,16 @@ def test_amend_refused_while_halted_allowed_in_auction() -> None:
     assert of(events, Trade) == []
     assert depth(m) == ([(1010, 16)], [(900, 8)])
     m.ok(c.SetInstrumentStatus(actor="ops", instrument_id=H100, status=InstrumentStatus.HALTED))
-    assert rejected(amend(m, "su2", 1, qty=8)) is Reason.MARKET_HALTED
+    # Halted: a new price, more, or the same is refused; less at the same price is a
+    # partial cancel, and keeps the order's place.
+    assert rejected(amend(m, "su2", 1, price=1000)) is Reason.MARKET_HALTED
+    assert rejected(amend(m, "su2", 1, qty=24)) is Reason.MARKET_HALTED
+    assert rejected(amend(m, "su2", 1, qty=16)) is Reason.MARKET_HALTED
+    assert rejected(amend(m, "su2", 1, qty=8, price=1000)) is Reason.MARKET_HALTED
+    amended = one(amend(m, "su2", 1, qty=8), OrderAmended)
+    assert (amended.qty, amended.leaves, amended.requeued) == (8, 8, False)
+    assert depth(m) == ([(1010, 8)], [(900, 8)])
+    assert cash(m, "su2") == (START_CASH - 8 * 1010, 8 * 1010)
 
 
 def test_voucher_buy_amend_recomputes_both_parts() -> None:
