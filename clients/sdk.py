@@ -153,6 +153,31 @@ class InstrumentView(msgspec.Struct, frozen=True, kw_only=True):
     best_ask: int
 
 
+class OrderView(msgspec.Struct, frozen=True, kw_only=True):
+    """One row of ``GET /api/v1/orders``: an order as the gateway keeps it."""
+
+    order_id: int
+    account: str
+    client_order_id: str
+    instrument_id: str
+    side: Side | None
+    order_type: OrderType | None
+    tif: TimeInForce | None
+    price: int
+    qty: int
+    cum_qty: int
+    cum_value: int
+    leaves: int
+    voucher_id: int
+    expire_at: int
+    status: p.OrdStatus
+    reason: str
+    ts: int
+
+
+REPORTS = ("open-interest", "volume", "voucher-usage", "claims", "price-index")
+
+
 # --- reconnecting ---------------------------------------------------------------------
 
 
@@ -1183,6 +1208,44 @@ class Client:
             if len(page) < 1_000:  # the last page
                 return out
             before = page[-1].contract_id
+
+    async def order_history(
+        self,
+        account_id: str = "",
+        *,
+        instrument_id: str = "",
+        open_only: bool = False,
+        limit: int = 100,
+        before: int = 0,
+    ) -> list[OrderView]:
+        """One page of the account's orders, finished ones too unless ``open_only``,
+        newest first: at most ``limit`` (1 to 1000), with ids below ``before``.
+        An operator reads ``account_id``'s, or everyone's."""
+        query = {"status": "open" if open_only else "all", "limit": str(limit)}
+        if account_id:
+            query["account"] = account_id
+        if instrument_id:
+            query["instrument_id"] = instrument_id
+        if before:
+            query["before"] = str(before)
+        result: list[OrderView] = await self._get("orders", list[OrderView], **query)
+        return result
+
+    async def programmes(self) -> list[dict[str, Any]]:
+        """Every voucher programme: its rates, eligibility, budget and expiry (public)."""
+        result: list[dict[str, Any]] = await self._get("programmes", list[dict[str, Any]])
+        return result
+
+    async def report(self, name: str, **query: str) -> list[dict[str, Any]]:
+        """A report's rows: one of ``REPORTS`` (see docs/operator-guide.md for who
+        may read which, and their columns); ``query`` as the report takes it,
+        e.g. ``days="7"`` for the price index."""
+        if name not in REPORTS:
+            raise ValueError(f"no report {name!r}; one of {', '.join(REPORTS)}")
+        result: list[dict[str, Any]] = await self._get(
+            f"reports/{name}", list[dict[str, Any]], **query
+        )
+        return result
 
     async def claims(self, account_id: str = "") -> list[p.Claim]:
         """Voucher claims the account holds (providers) or owes (issuers)."""

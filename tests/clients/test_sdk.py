@@ -14,6 +14,7 @@ from clients.sdk import (
     GatewayError,
     HttpError,
     OrderRejected,
+    OrderView,
     connect,
 )
 from exchange.reference import (
@@ -26,6 +27,7 @@ from exchange.reference import (
     TimeInForce,
 )
 from gateway import protocol as p
+from gateway.orders import VIEW_FIELDS
 from tests.clients.conftest import Served
 from tests.gateway.conftest import ASCEND, H100, HOUR, key, now_ns
 
@@ -259,3 +261,43 @@ async def test_connect_and_a_dropped_connection(served: Served) -> None:
         assert status.order_id == first.order_id and su.reconnects == 1
     with pytest.raises(ConnectionLost):
         await su.ping()
+
+
+async def test_order_history_programmes_and_reports(served: Served) -> None:
+    su = await served.sdk("su1")
+    dc = await served.sdk("dc1")
+    ops = await served.sdk("ops")
+    await dc.place_order(H100, Side.SELL, 8, 1_000, client_order_id="ask")
+    await su.place_order(H100, Side.BUY, 8, 1_000, client_order_id="filled")
+    await su.place_order(H100, Side.BUY, 8, 900, client_order_id="resting")
+    await su.place_order(H100, Side.BUY, 8, 800, client_order_id="gone")
+    await su.cancel_order(client_order_id="gone")
+
+    assert OrderView.__struct_fields__ == VIEW_FIELDS  # the SDK reads what the API shows
+    history = await su.order_history()  # newest first, finished ones too
+    assert [(o.client_order_id, o.status) for o in history] == [
+        ("gone", p.OrdStatus.CANCELLED),
+        ("resting", p.OrdStatus.NEW),
+        ("filled", p.OrdStatus.FILLED),
+    ]
+    assert (history[2].cum_qty, history[2].cum_value, history[2].leaves) == (8, 8_000, 0)
+    assert history[0].reason == "REQUESTED"
+    assert [o.client_order_id for o in await su.order_history(open_only=True)] == ["resting"]
+    assert [
+        o.client_order_id for o in await su.order_history(limit=1, before=history[0].order_id)
+    ] == ["resting"]
+    assert await su.order_history(instrument_id=ASCEND) == []
+    # Only an operator may read another account's orders.
+    assert [o.client_order_id for o in await ops.order_history("dc1")] == ["ask"]
+    with pytest.raises(HttpError):
+        await su.order_history("dc1")
+
+    (programme,) = await su.programmes()
+    assert programme["issuer"] == "city" and programme["rate_state_domestic"] > 0
+    (volume,) = [r for r in await ops.report("volume") if r["instrument_id"] == H100]
+    assert (volume["trades"], volume["volume_gpu_hours"], volume["turnover"]) == (1, 8, 8_000)
+    assert await su.report("price-index", days="7")
+    with pytest.raises(HttpError):
+        await su.report("volume")  # operators only
+    with pytest.raises(ValueError):
+        await su.report("nope")
