@@ -630,19 +630,73 @@ def amend(
 
 @click.command()
 @click.option("--instrument", default="", help="Only orders on this instrument.")
+@click.option(
+    "--all", "history", is_flag=True, help="Finished orders too, newest first (see --limit)."
+)
+@click.option(
+    "--limit", type=click.IntRange(1, 1_000), default=20, show_default=True, help="With --all."
+)
+@click.option("--before", type=int, default=0, help="With --all: order ids below this.")
+@click.option("--account", default="", help="With --all, operators: another account's.")
 @connection_options
-def orders(instrument: str, url: str, key: str, as_json: bool) -> None:
-    """List the account's open orders (an operator: everyone's).
+def orders(
+    instrument: str,
+    history: bool,
+    limit: int,
+    before: int,
+    account: str,
+    url: str,
+    key: str,
+    as_json: bool,
+) -> None:
+    """List the account's open orders (an operator: everyone's), or with --all its
+    order history.
 
     \b
-    Example:
+    Examples:
       suanli orders --instrument H800-SUZHOU-STATE-W1
+      suanli orders --all --limit 50
     """
-    result = run(with_client(url, key, lambda c: c.open_orders(instrument)), as_json)
+    if not history:
+        result = run(with_client(url, key, lambda c: c.open_orders(instrument)), as_json)
+        if as_json:
+            emit_json(result)
+        else:
+            report_table(result, f"{counted(len(result), 'open order')}").show(_out)
+        return
+    views = run(
+        with_client(
+            url,
+            key,
+            lambda c: c.order_history(
+                account, instrument_id=instrument, limit=limit, before=before
+            ),
+        ),
+        as_json,
+    )
     if as_json:
-        emit_json(result)
-    else:
-        report_table(result, f"{counted(len(result), 'open order')}").show(_out)
+        emit_json(views)
+        return
+    table = tables.Listing(
+        f"order history ({counted(len(views), 'order')}, newest first)",
+        ("id", "client id", "account", "instrument", "side", "price", "GPU-h", "filled", "status"),
+        numbers=("id", "price", "GPU-h", "filled"),
+    )
+    for o in views:
+        status = f"{o.status.value} {o.reason}".strip()
+        side = o.side.value if o.side else ""
+        table.add_row(
+            str(o.order_id),
+            o.client_order_id,
+            o.account,
+            o.instrument_id,
+            side,
+            yuan(o.price),
+            str(o.qty),
+            str(o.cum_qty),
+            status,
+        )
+    table.show(_out)
 
 
 # --- records ----------------------------------------------------------------------------
@@ -726,8 +780,9 @@ def vouchers(url: str, key: str, as_json: bool) -> None:
     "--limit", type=click.IntRange(1, 1_000), default=20, show_default=True, help="How many."
 )
 @click.option("--before", type=int, default=0, help="Only contracts with ids below this.")
+@click.option("--account", default="", help="Operators: another account's (default: everyone's).")
 @connection_options
-def contracts(limit: int, before: int, url: str, key: str, as_json: bool) -> None:
+def contracts(limit: int, before: int, account: str, url: str, key: str, as_json: bool) -> None:
     """Show the compute contracts the account bought or sold, with cash and voucher
     parts, newest first.
 
@@ -735,8 +790,11 @@ def contracts(limit: int, before: int, url: str, key: str, as_json: bool) -> Non
     Examples:
       suanli contracts
       suanli contracts --limit 100 --before 5120 --json
+      suanli contracts --account gusu-robotics      # operators
     """
-    result = run(with_client(url, key, lambda c: c.contracts(limit=limit, before=before)), as_json)
+    result = run(
+        with_client(url, key, lambda c: c.contracts(account, limit=limit, before=before)), as_json
+    )
     if as_json:
         emit_json(result)
         return

@@ -142,6 +142,32 @@ async def test_trading_commands(served: Served) -> None:
     assert everything.code == 0 and everything.json["cancelled"] == 0
 
 
+async def test_order_history_and_an_operators_contracts_by_account(served: Served) -> None:
+    await suanli(served, "order", H100, "sell", "8", "10.00", "--json", account="dc1")
+    await suanli(served, "order", H100, "buy", "8", "10.00", "--json", account="su1")
+    rest = await suanli(served, "order", H100, "buy", "8", "9.00", "--json", account="su1")
+    await suanli(served, "cancel", str(rest.json[0]["order_id"]), "--json", account="su1")
+
+    history = await suanli(served, "orders", "--all", "--json", account="su1")
+    assert [(o["status"], o["reason"], o["cum_qty"]) for o in history.json] == [
+        ("CANCELLED", "REQUESTED", 0),
+        ("FILLED", "", 8),
+    ]
+    shown = await suanli(served, "orders", "--all", "--limit", "1", account="su1")
+    assert shown.code == 0 and "CANCELLED REQUESTED" in shown.stdout
+    assert "FILLED" not in shown.stdout
+    still_open = await suanli(served, "orders", "--json", account="su1")
+    assert still_open.json == []
+
+    theirs = await suanli(served, "contracts", "--account", "dc1", "--json", account="ops")
+    assert [(c["buyer"], c["seller"]) for c in theirs.json] == [("su1", "dc1")]
+    assert (
+        await suanli(served, "contracts", "--account", "su2", "--json", account="ops")
+    ).json == []
+    refused = await suanli(served, "contracts", "--account", "dc1", "--json", account="su1")
+    assert refused.code == 1
+
+
 async def test_operator_and_issuer_commands(served: Served) -> None:
     halted = await suanli(served, "instrument", "halt", H100, "--json", account="ops")
     assert halted.code == 0 and halted.json["result"]["status"] == "HALTED"
