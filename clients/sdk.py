@@ -1135,10 +1135,13 @@ class Client:
 
     # --- HTTP queries -----------------------------------------------------------------
 
-    async def _get(self, path: str, type_: Any, **query: str) -> Any:
+    async def _get(self, path: str, type_: Any, **query: str | int | None) -> Any:
+        """``GET /api/v1/{path}`` decoded as ``type_``; a query parameter that is ""
+        or None is left out (the API's default: no filter, the newest page)."""
         assert self._http is not None, "connect first"
         url = f"{self.http_url}/api/v1/{path}"
-        async with self._http.get(url, params=query or None) as response:
+        params = {k: str(v) for k, v in query.items() if v is not None and v != ""}
+        async with self._http.get(url, params=params or None) as response:
             body = await response.read()
             if response.status != 200:
                 try:
@@ -1154,8 +1157,7 @@ class Client:
 
     async def balances(self, account_id: str = "") -> p.Balance:
         """The account's cash and capacity (an operator may name another account)."""
-        query = {"account": account_id} if account_id else {}
-        result: p.Balance = await self._get("account", p.Balance, **query)
+        result: p.Balance = await self._get("account", p.Balance, account=account_id)
         return result
 
     async def all_balances(self) -> list[p.Balance]:
@@ -1165,9 +1167,8 @@ class Client:
 
     async def vouchers(self, account_id: str = "") -> list[p.VoucherBalance]:
         """Vouchers held (start-ups) or issued (issuers); an operator may filter by account."""
-        query = {"account": account_id} if account_id else {}
         result: list[p.VoucherBalance] = await self._get(
-            "vouchers", list[p.VoucherBalance], **query
+            "vouchers", list[p.VoucherBalance], account=account_id
         )
         return result
 
@@ -1177,12 +1178,9 @@ class Client:
         """One page of the compute contracts the account bought or sold, newest first:
         at most ``limit`` (1 to 1000), with ids below ``before`` (0: the newest).
         An operator reads ``account_id``'s, or everyone's."""
-        query = {"limit": str(limit)}
-        if account_id:
-            query["account"] = account_id
-        if before:
-            query["before"] = str(before)
-        result: list[p.Contract] = await self._get("contracts", list[p.Contract], **query)
+        result: list[p.Contract] = await self._get(
+            "contracts", list[p.Contract], account=account_id, limit=limit, before=before or None
+        )
         return result
 
     async def trade_history(
@@ -1190,11 +1188,8 @@ class Client:
     ) -> list[p.PublicTrade]:
         """One page of the instrument's executed trades, newest first: at most
         ``limit`` (1 to 1000), with ids below ``before`` (0: the newest)."""
-        query = {"limit": str(limit)}
-        if before:
-            query["before"] = str(before)
         result: list[p.PublicTrade] = await self._get(
-            f"trades/{instrument_id}", list[p.PublicTrade], **query
+            f"trades/{instrument_id}", list[p.PublicTrade], limit=limit, before=before or None
         )
         return result
 
@@ -1221,14 +1216,15 @@ class Client:
         """One page of the account's orders, finished ones too unless ``open_only``,
         newest first: at most ``limit`` (1 to 1000), with ids below ``before``.
         An operator reads ``account_id``'s, or everyone's."""
-        query = {"status": "open" if open_only else "all", "limit": str(limit)}
-        if account_id:
-            query["account"] = account_id
-        if instrument_id:
-            query["instrument_id"] = instrument_id
-        if before:
-            query["before"] = str(before)
-        result: list[OrderView] = await self._get("orders", list[OrderView], **query)
+        result: list[OrderView] = await self._get(
+            "orders",
+            list[OrderView],
+            status="open" if open_only else "all",
+            account=account_id,
+            instrument_id=instrument_id,
+            limit=limit,
+            before=before or None,
+        )
         return result
 
     async def programmes(self) -> list[dict[str, Any]]:
@@ -1249,8 +1245,7 @@ class Client:
 
     async def claims(self, account_id: str = "") -> list[p.Claim]:
         """Voucher claims the account holds (providers) or owes (issuers)."""
-        query = {"account": account_id} if account_id else {}
-        result: list[p.Claim] = await self._get("claims", list[p.Claim], **query)
+        result: list[p.Claim] = await self._get("claims", list[p.Claim], account=account_id)
         return result
 
     async def instruments(self) -> list[InstrumentView]:
