@@ -526,11 +526,11 @@ class ReferenceExchange:
             if not reach:
                 return
             resting = reach[0]
-            if self._conflicts(order, resting) and resting.account != order.account:
-                # Another account's order is never cancelled for this one's sake.
-                self._cancelled(order, CancelReason.SELF_TRADE, rested=False)
-                return
             if self._conflicts(order, resting):
+                if resting.account != order.account:
+                    # Another account's order is never cancelled for this one's sake.
+                    self._cancelled(order, CancelReason.SELF_TRADE, rested=False)
+                    return
                 if order.stp is not SelfTradePrevention.CANCEL_AGGRESSOR:
                     self._take_off(resting, CancelReason.SELF_TRADE)
                 if order.stp is not SelfTradePrevention.CANCEL_RESTING:
