@@ -80,6 +80,28 @@ def connection_options(func: F) -> F:
     return func
 
 
+def page_options(rows: str, only_with: str = "") -> Callable[[F], F]:
+    """``--limit`` and ``--before`` for a list of ``rows`` read newest first, a page at
+    a time (``only_with``: the flag they need, if any)."""
+
+    def help_text(text: str) -> str:
+        return f"With {only_with}: {text}" if only_with else text.capitalize()
+
+    def add(func: F) -> F:
+        func = click.option(
+            "--before", type=int, default=0, help=help_text(f"only {rows} with ids below this.")
+        )(func)
+        return click.option(
+            "--limit",
+            type=click.IntRange(1, 1_000),
+            default=20,
+            show_default=True,
+            help=help_text("how many."),
+        )(func)
+
+    return add
+
+
 def run(coro: Coroutine[Any, Any, T], as_json: bool = False) -> T:
     """Run a command's coroutine; turn SDK errors into messages and exit codes."""
     # The SDK's connection log is for services; at a terminal only warnings show.
@@ -633,10 +655,7 @@ def amend(
 @click.option(
     "--all", "history", is_flag=True, help="Finished orders too, newest first (see --limit)."
 )
-@click.option(
-    "--limit", type=click.IntRange(1, 1_000), default=20, show_default=True, help="With --all."
-)
-@click.option("--before", type=int, default=0, help="With --all: order ids below this.")
+@page_options("orders", only_with="--all")
 @click.option("--account", default="", help="With --all, operators: another account's.")
 @connection_options
 def orders(
@@ -776,10 +795,7 @@ def vouchers(url: str, key: str, as_json: bool) -> None:
 
 
 @click.command()
-@click.option(
-    "--limit", type=click.IntRange(1, 1_000), default=20, show_default=True, help="How many."
-)
-@click.option("--before", type=int, default=0, help="Only contracts with ids below this.")
+@page_options("contracts")
 @click.option("--account", default="", help="Operators: another account's (default: everyone's).")
 @connection_options
 def contracts(limit: int, before: int, account: str, url: str, key: str, as_json: bool) -> None:
