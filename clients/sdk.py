@@ -1276,7 +1276,7 @@ async def _release(ws: aiohttp.ClientWebSocketResponse) -> None:
 
 
 def _is_open(report: p.ExecutionReport) -> bool:
-    return report.ord_status in (p.OrdStatus.NEW, p.OrdStatus.PARTIALLY_FILLED)
+    return report.ord_status in p.OPEN_STATUSES
 
 
 def _raise_refusal(answer: p.ServerMessage) -> None:

@@ -136,7 +136,7 @@ class DataCentre(Agent):
         assert client is not None
         resting = client.orders.get(self.offer) if self.offer else None
         price = self.price(sim.progress())
-        if resting is not None and resting.leaves_qty > 0 and resting.ord_status in _OPEN:
+        if resting is not None and resting.leaves_qty > 0 and resting.ord_status in p.OPEN_STATUSES:
             if resting.price != price:
                 await client.amend_order(resting.order_id, price=price)
             return
@@ -189,7 +189,7 @@ class StartUp(Agent):
         assert client is not None
         resting = client.orders.get(self.bid) if self.bid else None
         price = self.price(sim.progress())
-        if resting is not None and resting.leaves_qty > 0 and resting.ord_status in _OPEN:
+        if resting is not None and resting.leaves_qty > 0 and resting.ord_status in p.OPEN_STATUSES:
             if price > resting.price:
                 await client.amend_order(resting.order_id, price=price)
             return
@@ -239,9 +239,6 @@ class NoisySeller(DataCentre):
             return
         await client.place_order(self.instrument_id, Side.SELL, qty, price, tif=TimeInForce.IOC)
         self.orders_placed += 1
-
-
-_OPEN = (p.OrdStatus.NEW, p.OrdStatus.PARTIALLY_FILLED)
 
 
 def _ceil_tick(price: int) -> int:

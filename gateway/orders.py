@@ -95,7 +95,7 @@ class OrderState(msgspec.Struct, gc=False):
 
     @property
     def open(self) -> bool:
-        return self.status in (p.OrdStatus.NEW, p.OrdStatus.PARTIALLY_FILLED)
+        return self.status in p.OPEN_STATUSES
 
 
 VIEW_FIELDS = (

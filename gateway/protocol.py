@@ -150,6 +150,9 @@ class OrdStatus(enum.StrEnum):
     REJECTED = "REJECTED"
 
 
+OPEN_STATUSES: Final = (OrdStatus.NEW, OrdStatus.PARTIALLY_FILLED)  # still working
+
+
 # --- Client requests ----------------------------------------------------------
 
 
